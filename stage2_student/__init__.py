@@ -1,0 +1,1 @@
+"""stage2_student package."""
