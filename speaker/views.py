@@ -1,0 +1,105 @@
+"""Views: one augmented crop of one utterance, fully determined by (utterance, start, seed).
+
+The teacher dump draws views with :func:`draw_view` and stores ``(utt, start, seed)`` per
+row; training, the dump and stage 2 all rebuild the exact same samples with
+:func:`render_view` (and the same fbank dither via :func:`speaker.features.fbank`).
+
+The seed's stream is used in a fixed order: first the speed index (always drawn, even with
+one speed), then one child seed for :func:`speaker.augment.augment`. Fbank dither uses the
+separate stream ``SeedSequence([seed, 1])``.
+
+Example::
+
+    start, seed = draw_view(run_seed=0, row=17, num_samples=48000, crop_samples=32000)
+    wave, speed_index = render_view(reader, utt, start, seed, 32000, cfg, bank)
+    label = label_map.index(utt.speaker, cfg.speeds[speed_index])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from speaker.audio import AudioReader
+from speaker.augment import AugmentConfig, NoiseBank, augment
+from speaker.data import Utterance
+from speaker.errors import UserError
+
+SEED_LIMIT = 2**63  # seeds fit int64 and uint64 columns alike
+
+
+def draw_view(run_seed: int, row: int, num_samples: int, crop_samples: int) -> tuple[int, int]:
+    """``(start, seed)`` of row ``row``: a pure function of ``(run_seed, row)`` and the lengths.
+
+    ``seed`` is drawn first (so it does not depend on the lengths) and is < 2**63;
+    ``start`` is uniform in ``[0, max(0, num_samples - crop_samples)]``.
+
+    Example::
+
+        >>> draw_view(0, 0, 48000, 32000) == draw_view(0, 0, 48000, 32000)
+        True
+    """
+    if run_seed < 0 or row < 0:
+        raise ValueError(f"run_seed and row must be >= 0, got {run_seed}, {row}")
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(run_seed), int(row)])))
+    seed = int(rng.integers(0, SEED_LIMIT, dtype=np.int64))
+    start = int(rng.integers(0, max(0, num_samples - crop_samples) + 1))
+    return start, seed
+
+
+def speed_perturb(wave: np.ndarray, speed: float, sample_rate: int, out_samples: int) -> np.ndarray:
+    """Play ``wave`` ``speed`` times faster (pitch shifts too, like sox ``speed``), fixed length.
+
+    Resamples from ``sample_rate * speed`` to ``sample_rate`` and cuts or wrap-pads the one
+    or two samples of rounding to exactly ``out_samples``.
+
+    Example::
+
+        >>> speed_perturb(np.zeros(35200, np.float32), 1.1, 16000, 32000).shape
+        (32000,)
+    """
+    orig = int(round(sample_rate * speed))
+    if orig != sample_rate:
+        t = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        wave = AF.resample(t, orig, sample_rate).numpy()
+    if len(wave) >= out_samples:
+        return np.ascontiguousarray(wave[:out_samples], dtype=np.float32)
+    return np.pad(wave, (0, out_samples - len(wave)), mode="wrap").astype(np.float32)
+
+
+def render_view(
+    reader: AudioReader,
+    utt: Utterance,
+    start: int,
+    seed: int,
+    crop_samples: int,
+    config: AugmentConfig,
+    bank: NoiseBank,
+) -> tuple[np.ndarray, int]:
+    """Rebuild a view: ``(wave float32[crop_samples], speed_index)``, bit-identical on replay.
+
+    Reads ``round(crop_samples * speed)`` samples at ``start`` (moved back just enough to
+    stay inside the utterance when a faster speed needs more samples than were drawn for;
+    utterances shorter than that are repeat-padded), speed-perturbs to ``crop_samples``,
+    then augments with a child seed.
+
+    Example::
+
+        wave, k = render_view(AudioReader(), utt, 0, 99, 32000, AugmentConfig(), bank)
+    """
+    if bank.sample_rate != reader.sample_rate:
+        raise UserError(
+            f"noise bank is at {bank.sample_rate} Hz but audio is read at {reader.sample_rate} Hz"
+        )
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    # a uniform draw, not rng.integers: integers(1) would consume nothing with one speed
+    speed_index = min(int(rng.random() * len(config.speeds)), len(config.speeds) - 1)
+    aug_seed = int(rng.integers(0, SEED_LIMIT, dtype=np.int64))
+    speed = config.speeds[speed_index]
+    read_len = int(round(crop_samples * speed)) if speed != 1.0 else crop_samples
+    start = min(start, max(0, utt.num_samples - read_len))
+    wave = reader.read(utt, start, read_len)
+    if speed != 1.0:
+        wave = speed_perturb(wave, speed, reader.sample_rate, crop_samples)
+    return augment(wave, aug_seed, config, bank), speed_index
