@@ -1,0 +1,117 @@
+"""Turning views (utterance, crop start, seed) into model inputs, and the per-epoch
+view set used to train a teacher.
+
+A view is the unit that stage 1 caches and stage 2 replays: the same
+``(utt, start, seed)`` always renders the same augmented crop and the same fbank
+(dither included), so a student sees exactly the input the teacher saw.
+
+Example::
+
+    render = ViewRenderer(manifest, label_map, crop_samples=32000, augment=cfg, bank=bank)
+    feats, label = render(utt=3, start=1200, seed=42)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from speaker.audio import AudioReader
+from speaker.augment import AugmentConfig, NoiseBank
+from speaker.data import LabelMap, Manifest
+from speaker.errors import UserError
+from speaker.features import fbank
+from speaker.views import draw_view, render_view
+
+
+@dataclass
+class ViewRenderer:
+    """Render one view into (input tensor, class index).
+
+    ``input_kind`` is ``"fbank"`` ([frames, 80] features) or ``"wave"`` (the raw
+    augmented crop, for waveform models such as WavLM).
+    """
+
+    manifest: Manifest
+    label_map: LabelMap
+    crop_samples: int
+    augment: AugmentConfig
+    bank: NoiseBank
+    sample_rate: int = 16000
+    input_kind: str = "fbank"
+    reader: AudioReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        if tuple(self.label_map.speeds) != tuple(self.augment.speeds):
+            raise UserError(
+                f"label map speeds {tuple(self.label_map.speeds)} differ from the augmentation's "
+                f"speeds {tuple(self.augment.speeds)}"
+            )
+        if self.input_kind not in ("fbank", "wave"):
+            raise UserError(f"unknown input kind {self.input_kind!r} (expected fbank or wave)")
+        self.reader = AudioReader(self.sample_rate)
+
+    def render(self, utt: int, start: int, seed: int) -> tuple[np.ndarray, int]:
+        """-> (augmented crop, class index)."""
+        u = self.manifest[utt]
+        wave, speed_index = render_view(
+            self.reader, u, int(start), int(seed), self.crop_samples, self.augment, self.bank
+        )
+        return wave, self.label_map.index(u.speaker, self.label_map.speeds[speed_index])
+
+    def __call__(self, utt: int, start: int, seed: int) -> tuple[torch.Tensor, int]:
+        wave, label = self.render(utt, start, seed)
+        if self.input_kind == "wave":
+            return torch.from_numpy(wave), label
+        return fbank(wave, seed=int(seed), sample_rate=self.sample_rate), label
+
+
+def view_rows(manifest: Manifest, views_per_utt: int) -> np.ndarray:
+    """Utterance index of each row when every utterance gets ``views_per_utt`` views."""
+    return np.repeat(np.arange(len(manifest), dtype=np.int64), views_per_utt)
+
+
+class EpochViews(Dataset):
+    """Freshly drawn views for one training epoch, shuffled and split across ranks.
+
+    Row ``r`` of epoch ``e`` is utterance ``r // views_per_utt`` with
+    ``draw_view(run_seed=f(seed, e), row=r)``; the order is a permutation drawn from
+    ``(seed, e)``; rank ``i`` of ``n`` takes every n-th row, truncated so that all ranks
+    run the same number of steps.
+    """
+
+    def __init__(
+        self,
+        render: ViewRenderer,
+        views_per_utt: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.render = render
+        self.utt_of_row = view_rows(render.manifest, views_per_utt)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch, 7])))
+        order = rng.permutation(len(self.utt_of_row))
+        per_rank = len(order) // self.world_size
+        self.rows = order[self.rank :: self.world_size][:per_rank]
+        self.run_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = int(self.rows[i])
+        utt = int(self.utt_of_row[row])
+        start, seed = draw_view(
+            self.run_seed, row, self.render.manifest[utt].num_samples, self.render.crop_samples
+        )
+        return self.render(utt, start, seed)

@@ -1,0 +1,142 @@
+"""Load a teacher (for the dump, its replay check, or online KD) behind one interface.
+
+A teacher maps a batch of inputs (fbank features ``[B, T, 80]`` or waveforms
+``[B, samples]``, as its ``input_kind`` says) to logits over the training classes,
+without margin, and optionally to embeddings. Accepted specs:
+
+- a checkpoint written by ``stage1_teacher.train`` (``model.pt``): logits are the
+  AAM head's ``scale * cos``; scale and margin come from the checkpoint;
+- a TorchScript file (``*.ts``/``*.jit``/any file ``torch.jit.load`` accepts) whose
+  forward returns logits or ``(logits, embeddings)``;
+- ``package.module:factory``: a zero-argument callable returning such an
+  ``nn.Module`` (an external teacher wrapped in a few lines of Python).
+
+A WavLM+ECAPA teacher trained here is an ordinary checkpoint (arch
+``wavlm_ecapa``) and is fed waveforms because its model says ``input_kind="wave"``.
+
+Non-checkpoint teachers may carry ``input_kind``, ``scale`` and ``margin``
+attributes; otherwise ``fbank``, 32 and 0.2 (the AAM defaults) are assumed.
+
+Example::
+
+    teacher = load_teacher("exp/teacher/model.pt")
+    logits, emb = teacher(feats)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speaker.errors import UserError
+from speaker.models.checkpoint import load_checkpoint
+
+
+class _CheckpointTeacher(nn.Module):
+    """Embedding model + AAM head -> (cosine logits without margin, embedding)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module):
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.model(x)
+        return self.head.cosine_logits(emb), emb
+
+
+@dataclass
+class Teacher:
+    module: nn.Module
+    input_kind: str
+    scale: float
+    margin: float
+    arch: str
+    sha256: str
+    label_map: dict | None = None
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (float32 logits [B, C], float32 embeddings [B, D] or None)."""
+        use_amp = x.device.type == "cuda"
+        with torch.autocast(x.device.type, enabled=use_amp):
+            out = self.module(x)
+        logits, emb = out if isinstance(out, tuple) else (out, None)
+        return logits.float(), None if emb is None else emb.float()
+
+    def to(self, device: str) -> Teacher:
+        self.module.to(device)
+        return self
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_sha256(module: nn.Module) -> str:
+    """Identity of a factory-built teacher: a hash of its weights, in key order."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_teacher(spec: str, device: str = "cpu") -> Teacher:
+    """Resolve ``spec`` (checkpoint, TorchScript file or ``module:factory``) to a Teacher."""
+    path = Path(spec)
+    if path.is_file():
+        try:
+            loaded = load_checkpoint(path)
+        except UserError:
+            loaded = None
+        if loaded is not None:
+            teacher = Teacher(
+                module=_CheckpointTeacher(loaded.model, loaded.head),
+                input_kind=getattr(loaded.model, "input_kind", "fbank"),
+                scale=float(loaded.head.scale),
+                margin=float(loaded.config.get("schedule", {}).get("margin", loaded.head.margin)),
+                arch=loaded.arch,
+                sha256=loaded.sha256,
+                label_map=loaded.label_map,
+            )
+        else:
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:  # torch raises RuntimeError/ValueError variants
+                raise UserError(
+                    f"teacher {path}: neither an entkd checkpoint nor TorchScript ({exc})"
+                ) from None
+            teacher = _from_module(module, arch=f"torchscript:{path.name}", sha256=_sha256(path))
+    elif ":" in spec and not path.exists():
+        module_name, _, factory_name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), factory_name)
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"teacher {spec!r}: cannot import factory ({exc})") from None
+        teacher = _from_module(factory(), arch=spec, sha256="")
+        teacher.sha256 = _state_sha256(teacher.module)
+    else:
+        raise UserError(f"teacher {spec!r}: no such file, and not of the form module:factory")
+    teacher.module.eval()
+    return teacher.to(device)
+
+
+def _from_module(module: nn.Module, arch: str, sha256: str) -> Teacher:
+    return Teacher(
+        module=module,
+        input_kind=str(getattr(module, "input_kind", "fbank")),
+        scale=float(getattr(module, "scale", 32.0)),
+        margin=float(getattr(module, "margin", 0.2)),
+        arch=arch,
+        sha256=sha256,
+    )
