@@ -1,0 +1,337 @@
+"""Run the teacher once over augmented views and write the cache: ``python -m stage1_teacher.dump``.
+
+Row ``r`` is view ``r % E`` of utterance ``r // E`` (E = ``--views-per-utt``); its
+crop start and seed come from ``draw_view(run_seed, r)``, so every row is a pure
+function of the run seed and can be recomputed anywhere. Rows are grouped into the
+store's shards; each shard is computed in batches that never cross its boundary and
+written whole by a background thread. Ranks of a ``torchrun`` job take every
+``world_size``-th missing shard, so a 2-rank dump equals a 1-rank dump row for row,
+and ``--resume`` recomputes only shards not marked complete.
+
+Examples::
+
+    python -m stage1_teacher.dump --teacher exp/teacher/model.pt --data toy \\
+        --views-per-utt 4 --topk 32 --out exp/logits.zarr
+    torchrun --nproc_per_node 2 -m stage1_teacher.dump --teacher exp/teacher/model.pt \\
+        --data toy --out exp/logits.zarr --resume
+    python -m stage1_teacher.dump --teacher exp/teacher.ts ...      # any TorchScript teacher
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from speaker.augment import AugmentConfig
+from speaker.cli import run, setup_logging
+from speaker.data import LabelMap, Manifest
+from speaker.dataset import ViewRenderer
+from speaker.errors import UserError
+from speaker.recipe import DataPaths, data_options
+from speaker.teacher import Teacher, load_teacher
+from speaker.training import DistContext, init_distributed, shutdown_distributed
+from speaker.views import draw_view
+from stage1_teacher.soft_labels import FP16_MAX, summarize_logits
+from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
+
+log = logging.getLogger("stage1_teacher.dump")
+
+
+@dataclass(frozen=True)
+class DumpConfig:
+    """What defines the rows of a cache (recorded in the store's attrs)."""
+
+    views_per_utt: int = 4
+    crop_seconds: float = 2.0
+    topk: int = 32
+    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
+    seed: int = 0
+    embeddings: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    chunk_rows: int = 4096
+    shard_rows: int = 65536
+
+
+class ViewRows(Dataset):
+    """Row index -> (teacher input, label, utt, start, seed), replayable from the row alone."""
+
+    def __init__(self, render: ViewRenderer, views_per_utt: int, run_seed: int):
+        self.render = render
+        self.views_per_utt = views_per_utt
+        self.run_seed = run_seed
+
+    def __len__(self) -> int:
+        return len(self.render.manifest) * self.views_per_utt
+
+    def view(self, row: int) -> tuple[int, int, int]:
+        """-> (utt, start, seed) of ``row``."""
+        utt = row // self.views_per_utt
+        start, seed = draw_view(
+            self.run_seed, row, self.render.manifest[utt].num_samples, self.render.crop_samples
+        )
+        return utt, start, seed
+
+    def __getitem__(self, row: int):
+        utt, start, seed = self.view(row)
+        x, label = self.render(utt, start, seed)
+        return x, label, utt, start, seed
+
+
+def shard_batches(shards: Sequence[tuple[int, int, int]], batch_size: int) -> list[list[int]]:
+    """Row batches that never cross a shard: ``shards`` is [(shard, start, stop), ...]."""
+    return [
+        list(range(b, min(b + batch_size, stop)))
+        for _, start, stop in shards
+        for b in range(start, stop, batch_size)
+    ]
+
+
+class ShardAssembler:
+    """Collects batch results into whole-shard RowBlocks."""
+
+    def __init__(self, shards: Sequence[tuple[int, int, int]]):
+        self.pending = list(shards)
+        self.parts: list[RowBlock] = []
+        self.filled = 0
+
+    def add(self, part: RowBlock) -> Iterator[tuple[int, RowBlock]]:
+        self.parts.append(part)
+        self.filled += len(part)
+        shard, start, stop = self.pending[0]
+        if self.filled == stop - start:
+            block = RowBlock.concat(self.parts)
+            self.pending.pop(0)
+            self.parts, self.filled = [], 0
+            yield shard, block
+
+
+class BackgroundWriter:
+    """Writes whole shards on a thread so the teacher never waits for compression/IO.
+
+    The queue is short (two shards) to bound memory; an error in the thread is
+    re-raised in the caller at the next put or at close.
+    """
+
+    def __init__(self, writer: StoreWriter):
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.busy_s = 0.0
+        self.thread = threading.Thread(target=self._loop, name="shard-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    t0 = time.perf_counter()
+                    self.writer.write_shard(*item)
+                    self.busy_s += time.perf_counter() - t0
+                except BaseException as exc:  # surfaced in the main thread
+                    self.error = exc
+
+    def put(self, shard: int, block: RowBlock) -> None:
+        self._raise()
+        self.queue.put((shard, block))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def make_spec(
+    config: DumpConfig, teacher: Teacher, manifest: Manifest, label_map: LabelMap,
+    render: ViewRenderer, bank_hash: str, embedding_dim: int,
+) -> StoreSpec:
+    return StoreSpec(
+        num_rows=len(manifest) * config.views_per_utt,
+        k=config.topk,
+        temperatures=tuple(config.temperatures),
+        num_classes=label_map.num_classes,
+        embedding_dim=embedding_dim,
+        chunk_rows=config.chunk_rows,
+        shard_rows=config.shard_rows,
+        sample_rate=render.sample_rate,
+        crop_samples=render.crop_samples,
+        manifest_hash=manifest.content_hash(),
+        manifest_ids=list(manifest.ids),
+        augment=config.augment.to_dict(),
+        augment_hash=config.augment.content_hash(),
+        noise_bank_hash=bank_hash,
+        label_map=label_map.to_dict(),
+        teacher=TeacherInfo(
+            arch=teacher.arch,
+            checkpoint_sha256=teacher.sha256,
+            num_classes=label_map.num_classes,
+            scale=teacher.scale,
+            margin=teacher.margin,
+        ),
+        extra={
+            "run_seed": config.seed,
+            "views_per_utt": config.views_per_utt,
+            "input_kind": teacher.input_kind,
+            "dump": {k: v for k, v in asdict(config).items() if k != "augment"},
+        },
+    )
+
+
+def check_teacher(teacher: Teacher, label_map: LabelMap, probe: torch.Tensor) -> int:
+    """Fail before anything is written if the teacher cannot serve this label map.
+
+    Returns the embedding dimension (0 when the teacher gives no embeddings).
+    """
+    if teacher.label_map is not None and teacher.label_map != label_map.to_dict():
+        raise UserError(
+            "the teacher was trained with a different label map than this manifest gives "
+            "(other speakers, order or speeds)"
+        )
+    logits, emb = teacher(probe)
+    if logits.shape[1] != label_map.num_classes:
+        raise UserError(
+            f"teacher gives {logits.shape[1]} classes but the label map has "
+            f"{label_map.num_classes} (speakers x speeds)"
+        )
+    return 0 if emb is None else int(emb.shape[1])
+
+
+def open_store(out: Path, spec: StoreSpec, resume: bool, ctx: DistContext) -> StoreWriter:
+    """Rank 0 creates the store (or, resuming, checks it has these settings); the other
+    ranks then open it."""
+    if ctx.is_main:
+        if out.exists() and not resume:
+            raise UserError(f"{out} exists; pass --resume to continue it or choose another --out")
+        if not out.exists():
+            StoreWriter.create(out, spec)
+    ctx.barrier()
+    return StoreWriter.open(out, spec)
+
+
+def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowBlock:
+    """Teacher forward on one batch -> the store's columns for its rows."""
+    x, labels, utt, start, seed = batch
+    logits, emb = teacher(x.to(device))
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bad.any():
+        rows = utt[bad.cpu()].tolist()[:5]
+        raise UserError(f"teacher produced NaN/inf logits (utterance indices {rows}); nothing "
+                        "more is marked complete")
+    if logits.abs().max() > FP16_MAX:
+        raise UserError(f"teacher logits exceed the float16 range ({FP16_MAX}); rescale them")
+    soft = summarize_logits(logits, labels.to(device), config.topk, config.temperatures)
+    return RowBlock(
+        utt=utt.numpy().astype(np.int32),
+        start=start.numpy().astype(np.int64),
+        seed=seed.numpy().astype(np.uint64),
+        label=labels.numpy().astype(np.int32),
+        target_logit=soft.target_logit,
+        topk_index=soft.topk_index,
+        topk_logit=soft.topk_logit.astype(np.float16),
+        tail_lse=soft.tail_lse,
+        embedding=emb.cpu().numpy().astype(np.float16) if config.embeddings else None,
+    )
+
+
+def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, resume: bool,
+         batch_size: int, workers: int) -> dict[str, float]:
+    """Write (or complete) the cache at ``out``; returns timing counters of this rank."""
+    ctx = init_distributed()
+    teacher = load_teacher(teacher_spec, ctx.device)
+    manifest = data.train_manifest()
+    label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
+    sample_rate = manifest[0].sample_rate
+    bank = data.noise_bank(sample_rate)
+    render = ViewRenderer(
+        manifest, label_map, int(round(config.crop_seconds * sample_rate)), config.augment, bank,
+        sample_rate=sample_rate, input_kind=teacher.input_kind,
+    )
+    rows = ViewRows(render, config.views_per_utt, config.seed)
+    embedding_dim = check_teacher(teacher, label_map, rows[0][0].unsqueeze(0).to(ctx.device))
+    if config.embeddings and embedding_dim == 0:
+        raise UserError("--embeddings asked for, but the teacher returns no embeddings")
+    spec = make_spec(config, teacher, manifest, label_map, render, bank.content_hash(),
+                     embedding_dim if config.embeddings else 0)
+    writer = open_store(out, spec, resume, ctx)
+    mine = [(s, *writer.shard_rows_range(s))
+            for s in writer.missing_shards(ctx.rank, ctx.world_size)]
+    total = sum(stop - start for _, start, stop in mine)
+    loader = DataLoader(rows, batch_sampler=shard_batches(mine, batch_size), num_workers=workers)
+    assembler, background = ShardAssembler(mine), BackgroundWriter(writer)
+    forward_s, t0 = 0.0, time.perf_counter()
+    with tqdm(total=total, unit="row", desc=f"dump rank {ctx.rank}",
+              disable=not ctx.is_main) as bar:
+        try:
+            for batch in loader:
+                t1 = time.perf_counter()
+                part = batch_rows(teacher, batch, config, ctx.device)
+                forward_s += time.perf_counter() - t1
+                for shard, block in assembler.add(part):
+                    background.put(shard, block)
+                bar.update(len(part))
+        finally:
+            background.close()
+    ctx.barrier()
+    shutdown_distributed()
+    return {"rows": total, "total_s": time.perf_counter() - t0, "forward_s": forward_s,
+            "write_s": background.busy_s}
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--teacher", "teacher_spec", required=True,
+              help="model.pt from stage1_teacher.train, a TorchScript file, or module:factory.")
+@data_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Store path (.zarr).")
+@click.option("--views-per-utt", type=int, default=4, help="Augmented crops per utterance (E).")
+@click.option("--crop-seconds", type=float, default=2.0)
+@click.option("--topk", type=int, default=32, help="Non-target classes kept per row (k).")
+@click.option("--temperatures", default="1,2,4", help="Temperature grid for tail_lse.")
+@click.option("--aug-prob", type=float, default=0.6, help="Probability of noise/reverb per view.")
+@click.option("--speeds", default="1.0", help="Speed-perturbation factors, e.g. 1.0,0.9,1.1.")
+@click.option("--embeddings/--no-embeddings", default=False, help="Also store teacher embeddings.")
+@click.option("--batch-size", type=int, default=64)
+@click.option("--workers", type=int, default=1, help="DataLoader workers preparing crops.")
+@click.option("--chunk-rows", type=int, default=4096)
+@click.option("--shard-rows", type=int, default=65536)
+@click.option("--seed", type=int, default=0, help="Run seed: every row's view derives from it.")
+@click.option("--resume", is_flag=True, help="Complete an interrupted dump at --out.")
+@click.option("-v", "--verbose", is_flag=True)
+def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds: str,
+        batch_size: int, workers: int, resume: bool, verbose: bool, **opts) -> None:
+    """Run TEACHER once over augmented training crops and write the logit cache."""
+    setup_logging(verbose)
+    data = DataPaths.from_options(opts)
+    config = DumpConfig(
+        temperatures=_floats(temperatures, "--temperatures"),
+        augment=AugmentConfig(aug_prob=aug_prob, speeds=_floats(speeds, "--speeds")),
+        **opts,
+    )
+    stats = dump(teacher_spec, data, config, out, resume=resume, batch_size=batch_size,
+                 workers=workers)
+    click.echo(f"wrote {stats['rows']} rows to {out} in {stats['total_s']:.1f} s "
+               f"(teacher {stats['forward_s']:.1f} s, writer {stats['write_s']:.1f} s)")
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+if __name__ == "__main__":
+    run(cli, user_errors=(StoreError,))

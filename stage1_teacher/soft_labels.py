@@ -1,0 +1,54 @@
+"""Reduce full teacher logits to what the cache keeps per row.
+
+For each row: the target logit, the top-k non-target classes sorted by logit and
+their logits, and ``tail_lse[:, j] = logsumexp(z_i / T_j)`` over the non-targets
+that are not in the top-k (``-inf`` when nothing is left). With these, the
+teacher's target probability at any grid temperature is exact, and its non-target
+distribution is exact on the k kept classes plus one tail bucket (DESIGN.md).
+
+Example::
+
+    rows = summarize_logits(logits, labels, k=32, temperatures=(1.0, 2.0, 4.0))
+    rows.topk_logit.shape   # (B, 32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    target_logit: np.ndarray  # float32 [B]
+    topk_index: np.ndarray  # int32 [B, k]
+    topk_logit: np.ndarray  # float32 [B, k] (the store rounds to its topk dtype)
+    tail_lse: np.ndarray  # float32 [B, len(temperatures)]
+
+
+def summarize_logits(
+    logits: torch.Tensor, labels: torch.Tensor, k: int, temperatures: Sequence[float]
+) -> SoftLabels:
+    """Top-k non-target summary of float32 ``logits`` [B, C] for integer ``labels`` [B]."""
+    num_classes = logits.shape[1]
+    if not 1 <= k <= num_classes - 1:
+        raise ValueError(f"k={k} must be in [1, {num_classes - 1}] for {num_classes} classes")
+    logits = logits.float()
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    target = logits[rows, labels]
+    others = logits.clone()
+    others[rows, labels] = -torch.inf
+    topk_logit, topk_index = others.topk(k, dim=1, sorted=True)
+    others.scatter_(1, topk_index, -torch.inf)
+    tail = torch.stack([torch.logsumexp(others / t, dim=1) for t in temperatures], dim=1)
+    return SoftLabels(
+        target_logit=target.cpu().numpy(),
+        topk_index=topk_index.to(torch.int32).cpu().numpy(),
+        topk_logit=topk_logit.cpu().numpy(),
+        tail_lse=tail.cpu().numpy(),
+    )

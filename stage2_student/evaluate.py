@@ -1,0 +1,82 @@
+"""Evaluate one or more checkpoints on a trial list: ``python -m stage2_student.evaluate``.
+
+Embeds the test utterances with each model, scores the trials by cosine, and writes
+``results.json`` (EER, minDCF at p=0.01 and 0.05 per model), ``results.md`` (the same
+as a table) and ``det.png`` (all DET curves on one plot) into ``--out``.
+
+Example::
+
+    python -m stage2_student.evaluate --data toy --out exp/eval \\
+        --model teacher=exp/teacher/model.pt --model xvector-dkd=exp/xvector-dkd/model.pt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from speaker.audio import AudioReader
+from speaker.cli import run, setup_logging, write_json
+from speaker.errors import UserError
+from speaker.evaluation import VerificationResult, evaluate_model
+from speaker.metrics import plot_det
+from speaker.models.checkpoint import load_checkpoint
+from speaker.recipe import DataPaths, data_options
+
+
+def evaluate_checkpoints(models: dict[str, Path], data: DataPaths) -> dict[str, VerificationResult]:
+    """name -> verification result of each checkpoint on the data's test trials."""
+    manifest, trials = data.test_set()
+    reader = AudioReader(manifest[0].sample_rate)
+    return {name: evaluate_model(load_checkpoint(path).model, manifest, trials, reader)
+            for name, path in models.items()}
+
+
+def results_table(summaries: dict[str, dict[str, float]]) -> str:
+    """Markdown table of EER (%) and minDCF per model."""
+    lines = ["| model | EER (%) | minDCF p=0.01 | minDCF p=0.05 |", "|---|---|---|---|"]
+    for name, s in summaries.items():
+        lines.append(f"| {name} | {100 * s['eer']:.2f} | {s['min_dcf_0.01']:.3f} | "
+                     f"{s['min_dcf_0.05']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, VerificationResult], out: Path) -> str:
+    """Write results.json, results.md and det.png into ``out``; -> the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {name: r.summary() for name, r in results.items()}
+    table = results_table(summaries)
+    write_json(out / "results.json", summaries)
+    (out / "results.md").write_text(table)
+    plot_det({name: r.det() for name, r in results.items()}, out / "det.png")
+    return table
+
+
+def _named_paths(pairs: tuple[str, ...]) -> dict[str, Path]:
+    models: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep:
+            name, path = Path(pair).parent.name, pair
+        if not Path(path).is_file():
+            raise UserError(f"--model {pair!r}: no such checkpoint file {path}")
+        models[name] = Path(path)
+    return models
+
+
+@click.command()
+@data_options
+@click.option("--model", "model_specs", multiple=True, required=True,
+              help="NAME=checkpoint.pt (repeatable); NAME defaults to the parent directory.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("-v", "--verbose", is_flag=True)
+def cli(model_specs: tuple[str, ...], out: Path, verbose: bool, **opts) -> None:
+    """Score trials with each model; write a results table and a DET plot."""
+    setup_logging(verbose)
+    results = evaluate_checkpoints(_named_paths(model_specs), DataPaths.from_options(opts))
+    click.echo(write_report(results, out), nl=False)
+
+
+if __name__ == "__main__":
+    run(cli)

@@ -1,0 +1,237 @@
+"""Train a student against cached soft labels: ``python -m stage2_student.train``.
+
+Streams rows of a logit cache, replays each row's exact augmented crop, and trains
+any registered architecture with ``CE(AAM) + w(epoch) * distillation term``, where
+the term is plain KD, DKD with the paper's emphasis on the non-target part
+(alpha*TCKD + beta*NCKD), or embedding KD. ``--teacher`` runs the same losses with a
+live teacher on full logits instead of the cache (online KD, for comparison). Every
+setting is checked against the cache before the first step; the resolved config is
+saved as ``config.json`` next to ``model.pt``, and the final evaluation as
+``results.json`` and ``det.png``.
+
+Examples::
+
+    python -m stage2_student.train --cache exp/logits.zarr --data toy --arch xvector \\
+        --arch-opt channels=128 --loss dkd --alpha 1 --beta 2 --out exp/xv-dkd
+    python -m stage2_student.train --cache exp/logits.zarr --data toy --arch campp \\
+        --loss kd --temperature 2 --topk 10 --out exp/campp-kd
+    torchrun --nproc_per_node 2 -m stage2_student.train --cache exp/logits.zarr --data toy \\
+        --arch resnet34 --arch-opt base_width=8 --loss dkd --out exp/r34-dkd
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from torch.utils.data import DataLoader
+
+from speaker.augment import AugmentConfig
+from speaker.cli import parse_options, run, setup_logging, write_json
+from speaker.data import LabelMap
+from speaker.dataset import ViewRenderer
+from speaker.errors import UserError
+from speaker.evaluation import evaluate_model
+from speaker.metrics import plot_det
+from speaker.models import build
+from speaker.models.heads import AAMSoftmax
+from speaker.recipe import DataPaths, data_options
+from speaker.teacher import Teacher, load_teacher
+from speaker.training import (
+    CheckpointTarget,
+    Schedule,
+    SpeakerNet,
+    Trainer,
+    init_distributed,
+    shutdown_distributed,
+)
+from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
+from stage2_student.losses import DistillBatch, DistillConfig, distill_loss, loss_names
+from store import StoreError
+
+log = logging.getLogger("stage2_student.train")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Everything that defines a student run (saved as config.json)."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    distill: DistillConfig
+    schedule: Schedule
+    epochs: int = 10
+    batch_size: int = 64
+    teacher_margin: bool = False
+    online_teacher: str | None = None
+    eval_every: int = 0
+    seed: int = 0
+    workers: int = 1
+
+
+def wespeaker_schedule(epochs: int, lr: float, final_lr: float) -> Schedule:
+    """wespeaker's 150-epoch recipe shape compressed to ``epochs``: warm-up 4%, AAM margin
+    ramp between 13% and 27% of the run (6, 20 and 40 of 150 epochs)."""
+    return Schedule(
+        lr=lr, final_lr=final_lr, warmup_epochs=epochs * 6 / 150,
+        margin_increase_start=epochs * 20 / 150, margin_fix_start=epochs * 40 / 150,
+    )
+
+
+def check_request(config: StudentConfig, views: CachedViews, live: Teacher | None,
+                  embed_dim: int) -> None:
+    """Refuse, before any training, what this cache (or live teacher) cannot serve."""
+    spec = views.spec
+    if config.distill.loss == "emb":
+        teacher_dim = spec.embedding_dim if live is None else None
+        if live is None and teacher_dim == 0:
+            raise UserError(f"--loss emb needs teacher embeddings, but {views.request.path} has "
+                            "none (dump it with --embeddings)")
+        if teacher_dim and teacher_dim != embed_dim:
+            raise UserError(f"--loss emb: the student's embedding has {embed_dim} dims, the "
+                            f"teacher's {teacher_dim}; pass --arch-opt embed_dim={teacher_dim}")
+    if live is not None and live.sha256 != spec.teacher.checkpoint_sha256:
+        log.warning("the live teacher is not the one the cache was dumped with")
+
+
+def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path,
+                  resume: bool) -> dict:
+    """Train (or resume) one student into ``out``; returns the final evaluation."""
+    ctx = init_distributed()
+    manifest = data.train_manifest()
+    request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
+                           config.teacher_margin)
+    live = None if config.online_teacher is None else load_teacher(config.online_teacher,
+                                                                   ctx.device)
+    spec = open_cache(request, manifest)[0].spec
+    sample_rate = manifest[0].sample_rate
+    bank = data.noise_bank(sample_rate)
+    if bank.content_hash() != spec.noise_bank_hash:
+        raise UserError(f"the noise bank (--musan/--rirs) differs from the one {cache} was "
+                        "dumped with; crops could not be replayed")
+    render = ViewRenderer(
+        manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
+        AugmentConfig.from_dict(spec.augment), bank, sample_rate=sample_rate,
+    )
+    views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
+                        ctx.world_size, keep_waves=live is not None and live.input_kind == "wave")
+    torch.manual_seed(config.seed)
+    model = build(config.arch, **config.arch_kwargs)
+    check_request(config, views, live, model.embed_dim)
+    head = AAMSoftmax(model.embed_dim, spec.num_classes, scale=config.schedule.scale)
+    steps = views.batches_per_epoch(max(config.workers, 1))
+    if steps == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the rows each "
+                        f"worker streams from {cache}")
+    evaluate = None
+    if data.has_test:
+        test_manifest, trials = data.test_set()
+
+        def evaluate(m: torch.nn.Module) -> dict[str, float]:
+            return evaluate_model(m, test_manifest, trials, render.reader, ctx.device).summary()
+
+    out.mkdir(parents=True, exist_ok=True)
+    config_dict = {"kind": "student", **asdict(config), "cache": str(cache),
+                   "data": data.to_dict()}
+    trainer = Trainer(
+        SpeakerNet(model, head), config.schedule, epochs=config.epochs, steps_per_epoch=steps,
+        checkpoint=CheckpointTarget(out / "model.pt", config.arch, config.arch_kwargs,
+                                    spec.label_map, config_dict),
+        ctx=ctx, seed=config.seed, evaluate=evaluate, eval_every=config.eval_every,
+    )
+    if resume:
+        trainer.resume()
+    elif trainer.checkpoint.path.exists():
+        raise UserError(f"{trainer.checkpoint.path} exists; pass --resume to continue it")
+    if ctx.is_main:
+        write_json(out / "config.json", config_dict)
+
+    def batches(epoch: int):
+        views.set_epoch(epoch)
+        loader = DataLoader(views, batch_size=None, num_workers=config.workers)
+        return itertools.islice(loader, steps)
+
+    trainer.fit(batches, distill_step(config.distill, live, ctx.device))
+    final = trainer.history[-1] if trainer.history else {}
+    if ctx.is_main and evaluate is not None:
+        result = evaluate_model(model, test_manifest, trials, render.reader, ctx.device)
+        final = {**final, **result.summary()}
+        plot_det({out.name: result.det()}, out / "det.png")
+        write_json(out / "results.json", {"history": trainer.history, "final": final})
+    shutdown_distributed()
+    return final
+
+
+def distill_step(config: DistillConfig, live: Teacher | None, device: str):
+    """The per-batch loss: AAM cross-entropy plus the weighted distillation term."""
+
+    def step(net: torch.nn.Module, batch: StudentBatch, epoch: float):
+        feats, labels = batch.feats.to(device), batch.labels.to(device)
+        emb, margin_logits, cos_logits = net(feats, labels)
+        ce = torch.nn.functional.cross_entropy(margin_logits, labels)
+        parts = DistillBatch(student_logits=cos_logits, labels=labels,
+                             topk_index=batch.topk_index, teacher=batch.teacher,
+                             student_emb=emb, teacher_emb=batch.teacher_emb)
+        if live is not None:
+            teacher_input = batch.waves if live.input_kind == "wave" else batch.feats
+            parts.teacher_logits, parts.teacher_emb = live(teacher_input.to(device))
+        kd = distill_loss(config, parts, epoch)
+        acc = (cos_logits.argmax(1) == labels).float().mean()
+        return ce + kd, {"loss": (ce + kd).item(), "ce": ce.item(), "kd": kd.item(),
+                         "acc": acc.item()}
+
+    return step
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--cache", type=click.Path(exists=True, path_type=Path), required=True,
+              help="logits.zarr written by stage1_teacher.dump.")
+@data_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--arch", default="xvector", help="Registered architecture (python -m speaker.models).")
+@click.option("--arch-opt", multiple=True, help="Architecture argument key=value, repeatable.")
+@click.option("--loss", type=click.Choice(loss_names()), default="dkd")
+@click.option("--alpha", type=float, default=1.0, help="TCKD weight (dkd).")
+@click.option("--beta", type=float, default=2.0, help="NCKD weight (dkd).")
+@click.option("--temperature", type=float, default=1.0, help="Must be on the cache's grid.")
+@click.option("--topk", type=int, default=None, help="k' <= cache k (default: all k).")
+@click.option("--kd-warmup", type=float, default=1.0, help="Epochs of linear KD-weight ramp.")
+@click.option("--teacher-margin/--no-teacher-margin", default=False,
+              help="Apply the teacher's AAM margin to its cached target logit.")
+@click.option("--teacher", "online_teacher", default=None,
+              help="Online KD: a live teacher (checkpoint/TorchScript/module:factory).")
+@click.option("--epochs", type=int, default=10)
+@click.option("--batch-size", type=int, default=64)
+@click.option("--lr", type=float, default=0.1)
+@click.option("--final-lr", type=float, default=1e-3)
+@click.option("--eval-every", type=int, default=0, help="Evaluate every N epochs (0: last).")
+@click.option("--workers", type=int, default=1, help="DataLoader workers replaying crops.")
+@click.option("--seed", type=int, default=0)
+@click.option("--resume", is_flag=True, help="Continue from OUT/model.pt.")
+@click.option("-v", "--verbose", is_flag=True)
+def cli(cache: Path, out: Path, arch: str, arch_opt: tuple[str, ...], loss: str, alpha: float,
+        beta: float, temperature: float, topk: int | None, kd_warmup: float, epochs: int,
+        lr: float, final_lr: float, resume: bool, verbose: bool, **opts) -> None:
+    """Train a student of any architecture from the cached teacher soft labels."""
+    setup_logging(verbose)
+    data = DataPaths.from_options(opts)
+    try:
+        distill = DistillConfig(loss=loss, alpha=alpha, beta=beta, temperature=temperature,
+                                topk=topk, warmup_epochs=kd_warmup)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    config = StudentConfig(arch=arch, arch_kwargs=parse_options(arch_opt), distill=distill,
+                           schedule=wespeaker_schedule(epochs, lr, final_lr), epochs=epochs,
+                           **opts)
+    final = train_student(config, cache, data, out, resume)
+    if final:
+        click.echo(" ".join(f"{k}={v:.4f}" for k, v in final.items() if isinstance(v, float)))
+
+
+if __name__ == "__main__":
+    run(cli, user_errors=(StoreError,))
