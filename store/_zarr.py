@@ -1,0 +1,70 @@
+"""Thin helpers around zarr 3.1 shared by the writer, reader and CLI.
+
+Kept private: the public surface is :mod:`store.writer` and :mod:`store.reader`. The only
+non-public zarr API used is ``zarr.core.sync.sync``, which runs a batch of coroutines on
+zarr's own event loop so all arrays of a chunk are fetched concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
+
+from store.errors import StoreError
+from store.schema import ZSTD_LEVEL
+
+PathLike = str | os.PathLike[str]
+
+
+def location(path: PathLike) -> str:
+    """The store location as a string: a local path or an fsspec URL."""
+    return os.fspath(path)
+
+
+def local_path(path: PathLike) -> Path | None:
+    """The local filesystem path of ``path``, or None for a remote URL."""
+    text = location(path)
+    if "://" not in text:
+        return Path(text)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    return None
+
+
+def data_codecs() -> list[Any]:
+    """Compressors of every data chunk: zstd, then a crc32c of the compressed bytes."""
+    return [ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()]
+
+
+def open_group(
+    path: PathLike, mode: str, storage_options: dict[str, Any] | None = None
+) -> zarr.Group:
+    """Open the root group, turning "not there" / "already there" into StoreError."""
+    where = location(path)
+    try:
+        return zarr.open_group(store=where, mode=mode, storage_options=storage_options)
+    except FileNotFoundError:
+        raise StoreError(f"no store at {where} (check the path)") from None
+    except FileExistsError:
+        raise StoreError(
+            f"{where} already exists; pass --resume to continue writing it, or delete it "
+            f"to start over"
+        ) from None
+    except (zarr.errors.BaseZarrError, OSError) as exc:
+        raise StoreError(f"cannot open store {where}: {exc}") from exc
+
+
+def gather(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run coroutines concurrently on zarr's loop; failures come back as exceptions."""
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*coroutines, return_exceptions=True)
+
+    return sync(run())

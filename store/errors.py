@@ -1,0 +1,33 @@
+"""Errors raised by the cache store.
+
+Every message names the store path, shard, row or value at fault and, where it helps,
+what to do, so CLIs can print it as one ``error: ...`` line (see :mod:`speaker.cli`).
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """A store cannot be created, opened, written or read as asked.
+
+    Example::
+
+        try:
+            reader = StoreReader.open("logits.zarr", num_classes=5994)
+        except StoreError as exc:
+            print(f"error: {exc}")
+    """
+
+
+class CorruptShardError(StoreError):
+    """Stored bytes of a complete shard fail their checksum or are missing.
+
+    ``shard`` is the shard index, ``array`` the array whose bytes are bad, and
+    ``rows`` the half-open global row range of the chunk that could not be read.
+    """
+
+    def __init__(self, message: str, *, shard: int, array: str, rows: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.shard = shard
+        self.array = array
+        self.rows = rows

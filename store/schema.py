@@ -1,0 +1,555 @@
+"""The one place that knows the cache format (see ``store/FORMAT.md``).
+
+Everything about the on-disk layout lives here: the format version, the arrays with
+their dtypes, shapes and fill values, how a :class:`StoreSpec` becomes root attributes
+and back, and the invariants every row must satisfy (:func:`check_block`). The writer
+and reader only move bytes; they ask this module what the bytes must look like.
+
+Example::
+
+    spec = StoreSpec(num_rows=10_000, k=32, temperatures=(1.0, 2.0), num_classes=5994,
+                     crop_samples=32_000, manifest_hash="ab12...",
+                     teacher=TeacherInfo("ecapa", "c0ffee...", 5994, 32.0, 0.2))
+    spec.num_shards, spec.shard_range(0)      # -> (1, (0, 10000))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from store.errors import StoreError
+
+FORMAT_NAME = "entkd-teacher-cache"
+FORMAT_VERSION = 1
+
+#: Name of the uint8 array with one chunk per shard; 1 = the shard's rows are all written.
+COMPLETE_ARRAY = "shard_complete"
+#: Name of the uint8 array holding the manifest ids as UTF-8, separated by newlines.
+MANIFEST_ARRAY = "manifest_ids"
+#: zstd level of every data chunk: level 3 is within 10% of level 9's size at 1/3 the time.
+ZSTD_LEVEL = 3
+#: uint64 seed value reserved as the fill value, so a missing seed shard is detectable.
+SEED_FILL = int(np.iinfo(np.uint64).max)
+#: Largest class count whose indices (and the -1 fill) fit int16.
+INT16_CLASSES = int(np.iinfo(np.int16).max)
+
+# How many offending rows an error message lists before "(+N more)".
+_ROWS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class ArrayDef:
+    """One per-row array: ``shape = (num_rows,)`` or ``(num_rows, width)``."""
+
+    name: str
+    dtype: np.dtype
+    width: int | None
+    fill: int | float
+    dims: tuple[str, ...]
+
+    def shape(self, num_rows: int) -> tuple[int, ...]:
+        return (num_rows,) if self.width is None else (num_rows, self.width)
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """Identity of the teacher whose logits are cached.
+
+    ``scale`` and ``margin`` are the AAM-softmax settings it was trained with; the cached
+    logits are ``scale * cos`` without the margin.
+
+    Example: ``TeacherInfo("ecapa", sha256_hex, num_classes=5994, scale=32.0, margin=0.2)``
+    """
+
+    arch: str
+    checkpoint_sha256: str
+    num_classes: int
+    scale: float
+    margin: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TeacherInfo:
+        try:
+            return cls(
+                arch=str(data["arch"]),
+                checkpoint_sha256=str(data["checkpoint_sha256"]),
+                num_classes=int(data["num_classes"]),
+                scale=float(data["scale"]),
+                margin=float(data["margin"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"teacher attributes {dict(data)!r} are malformed: {exc}") from exc
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise StoreError(f"{name} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise StoreError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
+def _json_value(name: str, value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{name} must be JSON-serialisable (no NaN): {exc}") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreSpec:
+    """Everything fixed when a store is created; validated on construction.
+
+    ``manifest_ids[i]`` is the utterance that ``utt == i`` refers to (may be empty when the
+    caller does not record ids). ``shard_rows`` must be a multiple of ``chunk_rows``.
+    """
+
+    num_rows: int
+    k: int
+    temperatures: tuple[float, ...]
+    num_classes: int
+    crop_samples: int
+    manifest_hash: str
+    teacher: TeacherInfo
+    embedding_dim: int = 0
+    chunk_rows: int = 4096
+    shard_rows: int = 65536
+    sample_rate: int = 16000
+    manifest_ids: tuple[str, ...] = ()
+    augment: dict[str, Any] = field(default_factory=dict)
+    augment_hash: str = ""
+    noise_bank_hash: str = ""
+    label_map: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("num_rows", _positive_int("num_rows", self.num_rows))
+        put("num_classes", _positive_int("num_classes", self.num_classes, minimum=2))
+        put("k", _positive_int("k", self.k))
+        if self.k > self.num_classes - 1:
+            raise StoreError(
+                f"k={self.k} exceeds the {self.num_classes - 1} non-target classes of a "
+                f"{self.num_classes}-class teacher"
+            )
+        if self.num_classes > np.iinfo(np.int32).max:
+            raise StoreError(f"num_classes={self.num_classes} does not fit int32 indices")
+        put("embedding_dim", _positive_int("embedding_dim", self.embedding_dim, minimum=0))
+        put("chunk_rows", _positive_int("chunk_rows", self.chunk_rows))
+        put("shard_rows", _positive_int("shard_rows", self.shard_rows))
+        if self.shard_rows % self.chunk_rows:
+            raise StoreError(
+                f"shard_rows={self.shard_rows} must be a multiple of chunk_rows={self.chunk_rows}"
+            )
+        put("sample_rate", _positive_int("sample_rate", self.sample_rate))
+        put("crop_samples", _positive_int("crop_samples", self.crop_samples))
+
+        try:
+            temps = tuple(float(t) for t in self.temperatures)
+        except (TypeError, ValueError):
+            raise StoreError(f"temperatures must be numbers, got {self.temperatures!r}") from None
+        if not temps:
+            raise StoreError("temperatures must list at least one temperature")
+        if any(not math.isfinite(t) or t <= 0 for t in temps):
+            raise StoreError(f"temperatures must be finite and > 0, got {list(temps)}")
+        if len(set(temps)) != len(temps):
+            raise StoreError(f"temperatures must be distinct, got {list(temps)}")
+        put("temperatures", temps)
+
+        if not isinstance(self.teacher, TeacherInfo):
+            raise StoreError(f"teacher must be a TeacherInfo, got {type(self.teacher).__name__}")
+        if self.teacher.num_classes != self.num_classes:
+            raise StoreError(
+                f"teacher.num_classes={self.teacher.num_classes} differs from "
+                f"num_classes={self.num_classes}"
+            )
+        if not isinstance(self.manifest_hash, str) or not self.manifest_hash:
+            raise StoreError("manifest_hash must be a non-empty string (Manifest.content_hash())")
+
+        ids = tuple(str(i) for i in self.manifest_ids)
+        if any("\n" in i or not i for i in ids):
+            bad = next(i for i in ids if "\n" in i or not i)
+            raise StoreError(f"manifest id {bad!r} is empty or contains a newline")
+        put("manifest_ids", ids)
+        put("augment", _json_value("augment", dict(self.augment)))
+        put("label_map", _json_value("label_map", dict(self.label_map)))
+        put("extra", _json_value("extra", dict(self.extra)))
+
+    # -- geometry ---------------------------------------------------------------------------
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_rows // self.shard_rows)
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_rows // self.chunk_rows)
+
+    @property
+    def chunks_per_shard(self) -> int:
+        return self.shard_rows // self.chunk_rows
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Half-open global row range ``(start, stop)`` of ``shard``."""
+        if not 0 <= shard < self.num_shards:
+            raise StoreError(f"shard {shard} is out of range: the store has {self.num_shards}")
+        start = shard * self.shard_rows
+        return start, min(start + self.shard_rows, self.num_rows)
+
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        start = chunk * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.num_rows)
+
+    def shard_of_chunk(self, chunk: int) -> int:
+        return chunk // self.chunks_per_shard
+
+    @property
+    def topk_index_dtype(self) -> np.dtype:
+        return np.dtype(np.int16 if self.num_classes <= INT16_CLASSES else np.int32)
+
+    # -- lookups stage 2 relies on ------------------------------------------------------------
+
+    def temperature_index(self, temperature: float) -> int:
+        """Column of ``tail_lse`` for ``temperature``; off-grid -> :class:`StoreError`."""
+        for i, t in enumerate(self.temperatures):
+            if math.isclose(t, float(temperature), rel_tol=1e-6, abs_tol=1e-9):
+                return i
+        raise StoreError(
+            f"temperature {temperature:g} is not in the store's grid "
+            f"{[float(t) for t in self.temperatures]}: the tail logsumexp exists only there; "
+            f"pick one of those or re-dump with that temperature"
+        )
+
+    def check_topk(self, k_prime: int) -> int:
+        """Validate a requested ``k' <= k`` (entries k'..k-1 fold into the tail)."""
+        k_prime = operator.index(k_prime)
+        if not 0 <= k_prime <= self.k:
+            raise StoreError(
+                f"k'={k_prime} is not available: the store keeps the top k={self.k} "
+                f"non-target logits, so use 0 <= k' <= {self.k} or re-dump with a larger k"
+            )
+        return k_prime
+
+    # -- arrays --------------------------------------------------------------------------------
+
+    def array_defs(self) -> tuple[ArrayDef, ...]:
+        """The per-row arrays of this store, in canonical order."""
+        defs = [
+            ArrayDef("utt", np.dtype(np.int32), None, -1, ("row",)),
+            ArrayDef("start", np.dtype(np.int64), None, -1, ("row",)),
+            ArrayDef("seed", np.dtype(np.uint64), None, SEED_FILL, ("row",)),
+            ArrayDef("label", np.dtype(np.int32), None, -1, ("row",)),
+            ArrayDef("target_logit", np.dtype(np.float32), None, math.nan, ("row",)),
+            ArrayDef("topk_index", self.topk_index_dtype, self.k, -1, ("row", "rank")),
+            ArrayDef("topk_logit", np.dtype(np.float16), self.k, math.nan, ("row", "rank")),
+            ArrayDef(
+                "tail_lse",
+                np.dtype(np.float32),
+                len(self.temperatures),
+                math.nan,
+                ("row", "temperature"),
+            ),
+        ]
+        if self.embedding_dim:
+            defs.append(
+                ArrayDef(
+                    "embedding", np.dtype(np.float16), self.embedding_dim, math.nan, ("row", "dim")
+                )
+            )
+        return tuple(defs)
+
+    def bytes_per_row_raw(self) -> int:
+        """Uncompressed bytes of one row over all arrays."""
+        return sum(d.dtype.itemsize * (d.width or 1) for d in self.array_defs())
+
+    # -- (de)serialisation -------------------------------------------------------------------
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The ``spec`` root attribute (manifest ids live in their own array)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "manifest_ids":
+                continue
+            if f.name == "teacher":
+                value = value.to_dict()
+            elif f.name == "temperatures":
+                value = list(value)
+            out[f.name] = value
+        out["num_utterances"] = len(self.manifest_ids)
+        return out
+
+    @classmethod
+    def from_attrs(
+        cls, data: Mapping[str, Any], manifest_ids: Sequence[str] = ()
+    ) -> tuple[StoreSpec, int]:
+        """Inverse of :meth:`to_attrs`; returns ``(spec, num_utterances)``."""
+        data = dict(data)
+        num_utts = data.pop("num_utterances", len(manifest_ids))
+        try:
+            teacher = TeacherInfo.from_dict(data.pop("teacher"))
+            spec = cls(teacher=teacher, manifest_ids=tuple(manifest_ids), **data)
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"store spec attributes are malformed: {exc}") from exc
+        return spec, int(num_utts)
+
+    def differences(self, other: StoreSpec) -> list[str]:
+        """Names of the fields whose values differ between two specs."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+def root_attrs(spec: StoreSpec, created_by: str, created_at: str) -> dict[str, Any]:
+    """All root attributes of a new store."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created_by": created_by,
+        "created_at": created_at,
+        "spec": spec.to_attrs(),
+    }
+
+
+def check_format(attrs: Mapping[str, Any], where: str) -> None:
+    """Refuse attributes of anything but a version-``FORMAT_VERSION`` entkd store."""
+    if attrs.get("format") != FORMAT_NAME or "format_version" not in attrs:
+        raise StoreError(
+            f"{where} is not an entkd cache store (no '{FORMAT_NAME}' format attribute; "
+            f"an interrupted create? delete it and dump again)"
+        )
+    version = attrs["format_version"]
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            f"{where} has cache format version {version} but this entkd reads version "
+            f"{FORMAT_VERSION}; use the entkd that wrote it or re-dump the cache"
+        )
+
+
+def encode_ids(ids: Sequence[str]) -> np.ndarray:
+    """Manifest ids as one uint8 array (UTF-8, newline separated)."""
+    return np.frombuffer("\n".join(ids).encode("utf-8"), dtype=np.uint8)
+
+
+def decode_ids(data: np.ndarray, expected: int) -> tuple[str, ...]:
+    ids = tuple(bytes(data).decode("utf-8").split("\n")) if expected else ()
+    if len(ids) != expected:
+        raise StoreError(f"manifest_ids holds {len(ids)} ids but the spec says {expected}")
+    return ids
+
+
+# -- rows ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RowBlock:
+    """Consecutive or gathered rows of every array, as numpy arrays of equal length.
+
+    Example::
+
+        block = reader.read(0, 4096)
+        block.topk_logit.shape          # (4096, k), float16
+        block.slice(0, 10), block.take([3, 1]), RowBlock.concat([a, b])
+    """
+
+    utt: np.ndarray
+    start: np.ndarray
+    seed: np.ndarray
+    label: np.ndarray
+    target_logit: np.ndarray
+    topk_index: np.ndarray
+    topk_logit: np.ndarray
+    tail_lse: np.ndarray
+    embedding: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Name -> array, without ``embedding`` when it is absent."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["embedding"] is None:
+            del out["embedding"]
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> RowBlock:
+        return cls(**arrays)
+
+    def slice(self, start: int, stop: int) -> RowBlock:
+        return RowBlock.from_arrays({n: a[start:stop] for n, a in self.arrays().items()})
+
+    def take(self, index: np.ndarray | Sequence[int]) -> RowBlock:
+        index = np.asarray(index, dtype=np.int64)
+        return RowBlock.from_arrays({n: a[index] for n, a in self.arrays().items()})
+
+    @classmethod
+    def concat(cls, blocks: Sequence[RowBlock]) -> RowBlock:
+        if not blocks:
+            raise StoreError("RowBlock.concat needs at least one block")
+        names = blocks[0].arrays().keys()
+        return cls.from_arrays({n: np.concatenate([b.arrays()[n] for b in blocks]) for n in names})
+
+
+def _describe_rows(mask: np.ndarray, row_offset: int) -> str:
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(int(r) + row_offset) for r in rows[:_ROWS_SHOWN])
+    more = f" (+{len(rows) - _ROWS_SHOWN} more)" if len(rows) > _ROWS_SHOWN else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _out_of_range(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Mask of integer values of ``a`` that ``dtype`` cannot represent."""
+    info = np.iinfo(dtype)
+    if a.dtype.kind == "u":
+        return a > np.uint64(info.max)
+    lo = max(int(info.min), int(np.iinfo(np.int64).min))
+    hi = min(int(info.max), int(np.iinfo(np.int64).max))
+    a = a.astype(np.int64, copy=False)
+    return (a < np.int64(lo)) | (a > np.int64(hi))
+
+
+def _coerce(
+    block: RowBlock, spec: StoreSpec, row_offset: int
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Shapes and dtype kinds; returns arrays cast to storage dtypes and shape problems."""
+    problems: list[str] = []
+    arrays = block.arrays()
+    n = len(np.asarray(block.label))
+    defs = {d.name: d for d in spec.array_defs()}
+    if "embedding" in arrays and "embedding" not in defs:
+        problems.append("embedding given but the store has embedding_dim=0")
+    out: dict[str, np.ndarray] = {}
+    for name, d in defs.items():
+        if name not in arrays:
+            problems.append(f"{name} missing (the store has embedding_dim={spec.embedding_dim})")
+            continue
+        a = np.asarray(arrays[name])
+        if a.shape != d.shape(n):
+            problems.append(f"{name} has shape {a.shape}, expected {d.shape(n)}")
+            continue
+        if d.dtype.kind in "iu" and a.dtype.kind not in "iu":
+            problems.append(f"{name} must be integers, got dtype {a.dtype}")
+            continue
+        if d.dtype.kind == "f" and a.dtype.kind not in "fiu":
+            problems.append(f"{name} must be numbers, got dtype {a.dtype}")
+            continue
+        out[name] = a
+    if problems:
+        return {}, problems
+    for name, d in defs.items():
+        a = out[name]
+        if d.dtype.kind in "iu" and not np.can_cast(a.dtype, d.dtype):
+            wide = _out_of_range(a, d.dtype)
+            if wide.any():
+                rows = _describe_rows(wide.reshape(n, -1).any(1), row_offset)
+                problems.append(f"{name} does not fit {d.dtype} at {rows}")
+                continue
+        out[name] = a.astype(d.dtype, copy=False)
+    return out, problems
+
+
+def check_block(
+    block: RowBlock,
+    spec: StoreSpec,
+    row_offset: int = 0,
+    num_utterances: int | None = None,
+) -> tuple[RowBlock | None, list[str]]:
+    """Check every row invariant of FORMAT.md.
+
+    Returns ``(block cast to the storage dtypes or None, problems)``; each problem names
+    the field and the global rows (``row_offset`` + position) at fault.
+    """
+    out, problems = _coerce(block, spec, row_offset)
+    if problems:
+        return None, [f"{p} (block starting at row {row_offset})" for p in problems]
+
+    def bad(mask: np.ndarray, what: str) -> None:
+        if mask.any():
+            problems.append(f"{what} at {_describe_rows(mask, row_offset)}")
+
+    n_utts = len(spec.manifest_ids) if num_utterances is None else num_utterances
+    utt, label = out["utt"], out["label"]
+    bad(utt < 0, "utt is negative")
+    if n_utts:
+        bad(utt >= n_utts, f"utt is not an index into the {n_utts}-utterance manifest")
+    bad(out["start"] < 0, "start is negative")
+    bad(out["seed"] == np.uint64(SEED_FILL), f"seed equals the reserved fill value {SEED_FILL}")
+    bad((label < 0) | (label >= spec.num_classes), f"label outside [0, {spec.num_classes})")
+    bad(~np.isfinite(out["target_logit"]), "target_logit is not finite")
+
+    index = out["topk_index"]
+    bad(
+        ((index < 0) | (index >= spec.num_classes)).any(1),
+        f"topk_index outside [0, {spec.num_classes})",
+    )
+    bad((index == label[:, None]).any(1), "topk_index contains the target label")
+    if spec.k > 1:
+        ordered = np.sort(index, axis=1)
+        bad((ordered[:, 1:] == ordered[:, :-1]).any(1), "topk_index repeats a class")
+
+    logits = out["topk_logit"].astype(np.float32)
+    finite = np.isfinite(logits).all(1)
+    bad(~finite, "topk_logit is not finite in float16 (|logit| > 65504 or NaN)")
+    if spec.k > 1:
+        bad((np.diff(logits, axis=1) > 0).any(1), "topk_logit is not sorted in descending order")
+
+    tail = out["tail_lse"]
+    n_tail = spec.num_classes - 1 - spec.k
+    if n_tail == 0:
+        bad((tail != -np.inf).any(1), "tail_lse must be -inf: top-k holds every non-target")
+    else:
+        bad(~np.isfinite(tail).all(1), "tail_lse is not finite")
+        # Every tail logit is <= the k-th kept logit, so logsumexp over n_tail of them is at
+        # most log(n_tail) + z_k / T; the slack covers float16 rounding of z_k.
+        z_k = np.where(finite, logits.min(axis=1), 0.0)[:, None]
+        temps = np.asarray(spec.temperatures, dtype=np.float64)[None, :]
+        bound = math.log(n_tail) + (z_k + np.abs(z_k) * 2.0**-10 + 1e-3) / temps
+        bound += 1e-5 * np.abs(bound) + 1e-4
+        bad(
+            finite & (np.isfinite(tail) & (tail > bound)).any(1),
+            "tail_lse exceeds log(#tail) + z_k/T (the tail includes a logit above the k-th)",
+        )
+    if "embedding" in out:
+        bad(~np.isfinite(out["embedding"].astype(np.float32)).all(1), "embedding is not finite")
+    return RowBlock.from_arrays(out), problems
+
+
+def validate_block(
+    block: RowBlock, spec: StoreSpec, row_offset: int = 0, num_utterances: int | None = None
+) -> RowBlock:
+    """:func:`check_block` that raises :class:`StoreError` on the first problems."""
+    checked, problems = check_block(block, spec, row_offset, num_utterances)
+    if problems or checked is None:
+        shown = "; ".join(problems[:3])
+        more = f"; +{len(problems) - 3} more problems" if len(problems) > 3 else ""
+        raise StoreError(f"invalid rows: {shown}{more}")
+    return checked
+
+
+def missing_arrays(arrays: Mapping[str, np.ndarray], spec: StoreSpec) -> list[str]:
+    """Arrays of a read chunk that hold fill values, i.e. whose stored data is missing.
+
+    Written data never contains a fill value (each is invalid, see FORMAT.md), and a
+    missing shard file reads back as fill everywhere, so the first column suffices.
+    """
+    missing = []
+    for d in spec.array_defs():
+        a = arrays[d.name]
+        first = a if d.width is None else a[:, 0]
+        hit = np.isnan(first).any() if d.dtype.kind == "f" else (first == d.fill).any()
+        if hit:
+            missing.append(d.name)
+    return missing

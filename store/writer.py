@@ -1,0 +1,240 @@
+"""Create, fill and resume a cache store, one whole shard at a time.
+
+zarr 3.1 rewrites a shard file on every partial write and two processes writing parts of
+one shard would race, so the unit of writing is the shard: the caller hands over all of a
+shard's rows (``RowBlock.concat`` of its batches) and the writer validates them, writes
+every array's shard file, and only then sets the shard's flag in ``shard_complete``.
+That array has one chunk (one object) per shard, so processes that own disjoint shard
+ranges never touch the same object and nobody rewrites the root attributes after create.
+
+Example (rank ``r`` of ``w`` ranks after rank 0 created the store)::
+
+    writer = StoreWriter.open("logits.zarr", spec)        # or StoreWriter.create(...)
+    for shard in writer.missing_shards(rank=r, world_size=w):
+        start, stop = writer.shard_rows_range(shard)
+        writer.write_shard(shard, teacher_rows(start, stop))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec
+
+from store._zarr import PathLike, data_codecs, gather, local_path, location, open_group
+from store.errors import StoreError
+from store.reader import read_flags
+from store.schema import (
+    COMPLETE_ARRAY,
+    MANIFEST_ARRAY,
+    RowBlock,
+    StoreSpec,
+    check_format,
+    encode_ids,
+    root_attrs,
+    validate_block,
+)
+
+log = logging.getLogger(__name__)
+
+# Manifest ids are stored in chunks of this many bytes (VoxCeleb2's 1.1M ids are ~35 MB).
+_ID_CHUNK_BYTES = 1 << 22
+
+
+def _tool_version() -> str:
+    try:
+        entkd = metadata.version("entkd")
+    except metadata.PackageNotFoundError:
+        entkd = "unknown"
+    return f"entkd {entkd} (zarr {zarr.__version__})"
+
+
+def _create_arrays(group: zarr.Group, spec: StoreSpec) -> None:
+    for d in spec.array_defs():
+        inner = () if d.width is None else (d.width,)
+        group.create_array(
+            d.name,
+            shape=d.shape(spec.num_rows),
+            dtype=d.dtype,
+            chunks=(spec.chunk_rows, *inner),
+            shards=(spec.shard_rows, *inner),
+            compressors=data_codecs(),
+            fill_value=d.fill,
+            dimension_names=d.dims,
+        )
+    # One chunk per shard: each flag is its own object, written by the shard's owner only.
+    group.create_array(
+        COMPLETE_ARRAY,
+        shape=(spec.num_shards,),
+        dtype=np.uint8,
+        chunks=(1,),
+        compressors=[Crc32cCodec()],
+        fill_value=0,
+        dimension_names=("shard",),
+    )
+    ids = encode_ids(spec.manifest_ids)
+    ids_array = group.create_array(
+        MANIFEST_ARRAY,
+        shape=ids.shape,
+        dtype=np.uint8,
+        chunks=(max(1, min(len(ids), _ID_CHUNK_BYTES)),),
+        compressors=data_codecs(),
+        fill_value=0,
+        dimension_names=("byte",),
+    )
+    if len(ids):
+        ids_array[:] = ids
+
+
+class StoreWriter:
+    """Writes whole shards of one store; use :meth:`create` or :meth:`open`, not the class."""
+
+    def __init__(self, path: PathLike, group: zarr.Group, spec: StoreSpec, num_utts: int):
+        self.path = location(path)
+        self.spec = spec
+        self._num_utterances = num_utts
+        self._group = group
+        self._arrays = {d.name: group[d.name] for d in spec.array_defs()}
+        self._complete = group[COMPLETE_ARRAY]
+
+    @classmethod
+    def create(
+        cls, path: PathLike, spec: StoreSpec, *, storage_options: dict[str, Any] | None = None
+    ) -> StoreWriter:
+        """Create a new, empty store at ``path``; an existing path -> :class:`StoreError`.
+
+        The root attributes are written last, so a create killed halfway leaves something
+        every opener refuses as "not an entkd cache store" rather than a half-store.
+        """
+        local = local_path(path)
+        if local is not None and local.exists():
+            raise StoreError(
+                f"{location(path)} already exists; pass --resume to continue writing it, or "
+                f"delete it to start over"
+            )
+        group = open_group(path, "w-", storage_options)
+        _create_arrays(group, spec)
+        created_at = datetime.now(UTC).isoformat(timespec="seconds")
+        group.update_attributes(root_attrs(spec, _tool_version(), created_at))
+        log.info(
+            "created %s: %d rows in %d shards of %d rows, k=%d, T=%s",
+            location(path),
+            spec.num_rows,
+            spec.num_shards,
+            spec.shard_rows,
+            spec.k,
+            list(spec.temperatures),
+        )
+        return cls(path, group, spec, len(spec.manifest_ids))
+
+    @classmethod
+    def open(
+        cls,
+        path: PathLike,
+        spec: StoreSpec | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ) -> StoreWriter:
+        """Reopen an existing store to resume it or to write another rank's shards.
+
+        With ``spec``, refuse a store created with different settings (naming the fields).
+        """
+        where = location(path)
+        group = open_group(path, "r+", storage_options)
+        attrs = group.attrs.asdict()
+        check_format(attrs, where)
+        stored, num_utts = StoreSpec.from_attrs(attrs["spec"])
+        if spec is None:
+            return cls(path, group, stored, num_utts)
+        differing = stored.differences(dataclasses.replace(spec, manifest_ids=()))
+        if len(spec.manifest_ids) != num_utts:
+            differing.append("manifest_ids")
+        if differing:
+            raise StoreError(
+                f"{where} was created with different {', '.join(differing)} than this run; "
+                f"resume only with the same settings, or write a new store"
+            )
+        return cls(path, group, spec, num_utts)
+
+    @property
+    def num_shards(self) -> int:
+        return self.spec.num_shards
+
+    def shard_rows_range(self, shard: int) -> tuple[int, int]:
+        """Half-open global rows ``(start, stop)`` that :meth:`write_shard` expects."""
+        return self.spec.shard_range(shard)
+
+    def complete_flags(self) -> np.ndarray:
+        """bool per shard: True when its rows are all written."""
+        return read_flags(self._group, self.path)
+
+    def missing_shards(self, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Shards still to write (all of them for a new store); resume writes exactly these.
+
+        With ``rank``/``world_size``, only those owned by that rank (``shard % world_size ==
+        rank``): ownership by shard number, not by position in this list, stays disjoint
+        while other ranks are already writing.
+        """
+        if not 0 <= rank < world_size:
+            raise StoreError(f"rank {rank} is not in [0, world_size={world_size})")
+        missing = np.flatnonzero(~self.complete_flags())
+        return [int(i) for i in missing if i % world_size == rank]
+
+    def missing_row_ranges(self) -> list[tuple[int, int]]:
+        """Row ranges still missing, adjacent shards merged, e.g. ``[(0, 65536)]``."""
+        ranges: list[tuple[int, int]] = []
+        for shard in self.missing_shards():
+            start, stop = self.shard_rows_range(shard)
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], stop)
+            else:
+                ranges.append((start, stop))
+        return ranges
+
+    def write_shard(self, shard: int, block: RowBlock) -> None:
+        """Validate and write all rows of ``shard``, then mark it complete.
+
+        Rewriting a complete shard first clears its flag, so a kill in between leaves it
+        missing (and rewritten on resume), never complete with mixed data.
+        """
+        start, stop = self.shard_rows_range(shard)
+        if len(block) != stop - start:
+            raise StoreError(
+                f"shard {shard} of {self.path} needs all its rows {start}..{stop - 1} "
+                f"({stop - start} rows), got a block of {len(block)}; write whole shards "
+                f"(RowBlock.concat the batches)"
+            )
+        try:
+            checked = validate_block(block, self.spec, start, self._num_utterances)
+        except StoreError as exc:
+            raise StoreError(f"shard {shard} of {self.path}: {exc}") from None
+        if self._complete[shard]:
+            self._complete[shard] = 0
+        arrays = checked.arrays()
+        results = gather(
+            [
+                self._arrays[name].async_array.setitem(slice(start, stop), arrays[name])
+                for name in self._arrays
+            ]
+        )
+        failed = [(n, r) for n, r in zip(self._arrays, results, strict=True) if r is not None]
+        if failed:
+            name, exc = failed[0]
+            raise StoreError(
+                f"writing shard {shard} ({name}) of {self.path} failed: {exc}"
+            ) from exc
+        self._complete[shard] = 1
+        log.debug("wrote shard %d (rows %d..%d) of %s", shard, start, stop - 1, self.path)
+
+    def invalidate(self, shards: Iterable[int]) -> None:
+        """Mark shards missing again so a resumed dump rewrites them (e.g. after verify)."""
+        for shard in shards:
+            self.shard_rows_range(shard)  # range check with a clear message
+            self._complete[shard] = 0
