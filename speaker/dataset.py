@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,28 @@ class ViewRenderer:
         if self.input_kind == "wave":
             return torch.from_numpy(wave), label
         return fbank(wave, seed=int(seed), sample_rate=self.sample_rate), label
+
+
+def check_audio(manifest: Manifest, sample_rate: int, what: str = "manifest") -> None:
+    """Cheap checks before a run writes anything: every utterance of ``manifest`` is
+    listed at ``sample_rate`` and its audio file (or HDF5 pack) exists.
+
+    A corrupt file is only found when it is read; this catches the common mistakes
+    (a moved corpus, a manifest of another rate) in one stat per distinct file.
+    """
+    seen: set[str] = set()
+    for utt in manifest:
+        if utt.sample_rate != sample_rate:
+            raise UserError(
+                f"{what}: utterance {utt.id!r} is listed at {utt.sample_rate} Hz but this run "
+                f"reads audio at {sample_rate} Hz; use manifests of one sample rate"
+            )
+        if utt.path not in seen:
+            seen.add(utt.path)
+            if not os.path.isfile(utt.path):
+                raise UserError(
+                    f"{what}: audio {utt.path} of utterance {utt.id!r} does not exist"
+                )
 
 
 def view_rows(manifest: Manifest, views_per_utt: int) -> np.ndarray:

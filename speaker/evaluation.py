@@ -1,7 +1,9 @@
 """Verification evaluation of an embedding model: embeddings -> cosine scores -> EER/minDCF.
 
 Shared by teacher training (stage 1), student training and ``stage2_student.evaluate``.
-Whole utterances are embedded without augmentation or dither, as in wespeaker.
+Whole utterances are embedded without augmentation or dither, as in wespeaker;
+utterances shorter than ``min_seconds`` (0.5 s) are repeat-padded to that length first
+(the documented fallback: every architecture needs a few frames of context).
 
 Example::
 
@@ -23,18 +25,28 @@ from speaker.features import fbank
 from speaker.metrics import compute_eer, compute_min_dcf, det_points
 from speaker.scoring import cosine_score
 
+MIN_SECONDS = 0.5
+
 
 @torch.no_grad()
 def extract_embeddings(
-    model: nn.Module, manifest: Manifest, reader: AudioReader, device: str = "cpu"
+    model: nn.Module,
+    manifest: Manifest,
+    reader: AudioReader,
+    device: str = "cpu",
+    min_seconds: float = MIN_SECONDS,
 ) -> dict[str, np.ndarray]:
-    """Embed every utterance of ``manifest`` whole; -> {utterance id: float32 vector}."""
+    """Embed every utterance of ``manifest`` whole; -> {utterance id: float32 vector}.
+
+    An utterance shorter than ``min_seconds`` is repeat-padded to that length.
+    """
     was_training = model.training
     model.eval()
     wants_wave = getattr(model, "input_kind", "fbank") == "wave"
     out: dict[str, np.ndarray] = {}
     for utt in manifest:
-        wave = reader.read(utt)
+        min_samples = int(round(min_seconds * reader.sample_rate))
+        wave = reader.read(utt, 0, None if utt.num_samples >= min_samples else min_samples)
         x = torch.from_numpy(wave) if wants_wave else fbank(wave, seed=None, sample_rate=utt.sample_rate)
         out[utt.id] = model(x.unsqueeze(0).to(device)).squeeze(0).float().cpu().numpy()
     model.train(was_training)
@@ -73,5 +85,7 @@ def evaluate_model(
     trials: list[Trial],
     reader: AudioReader,
     device: str = "cpu",
+    min_seconds: float = MIN_SECONDS,
 ) -> VerificationResult:
-    return score_trials(extract_embeddings(model, manifest, reader, device), trials)
+    embeddings = extract_embeddings(model, manifest, reader, device, min_seconds)
+    return score_trials(embeddings, trials)

@@ -95,8 +95,9 @@ class DataPaths:
         return NoiseBank.from_dirs(musan, rirs, sample_rate=sample_rate)
 
     def to_dict(self) -> dict[str, str | None]:
-        return {name: None if getattr(self, name) is None else str(getattr(self, name))
-                for name in _FIELDS}
+        """The given paths, made absolute (a run's config must not depend on its cwd)."""
+        return {name: None if getattr(self, name) is None
+                else str(Path(getattr(self, name)).absolute()) for name in _FIELDS}
 
 
 def data_options(command: Callable) -> Callable:

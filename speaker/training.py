@@ -9,7 +9,10 @@ Resume is exact at epoch granularity: a checkpoint is written after every epoch
 with the optimizer state, and everything random inside an epoch is derived from
 ``(seed, epoch)`` (the views through their row seeds, torch's global RNG through
 :func:`epoch_seed`), so a killed run restarted with ``resume=True`` produces the
-same weights as an uninterrupted one.
+same weights as an uninterrupted one. That only holds for the same settings, so
+:meth:`Trainer.resume` refuses a checkpoint whose saved config differs from the
+requested one in anything but :data:`RESUME_IGNORED` (the LR schedule, for one, depends
+on the total number of epochs).
 
 Example::
 
@@ -20,10 +23,11 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +37,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from speaker.errors import UserError
 from speaker.models.checkpoint import load_checkpoint, save_checkpoint
 from speaker.models.heads import AAMSoftmax, MarginScheduler
 
 log = logging.getLogger(__name__)
+
+RESUME_IGNORED = frozenset({"workers"})
+"""Top-level config keys that may change on ``--resume``: they do not change the result
+(every random draw of an epoch is seeded from ``(seed, epoch)``, not from the loader)."""
 
 
 @dataclass(frozen=True)
@@ -183,14 +192,30 @@ class Trainer:
             self.wrapped = nn.parallel.DistributedDataParallel(self.net)
 
     def resume(self) -> bool:
-        """Load the last completed epoch from the checkpoint, if there is one."""
+        """Load the last completed epoch from the checkpoint, if there is one.
+
+        A checkpoint without training state, or one written with other settings
+        (config or label map) than this run's, is a :class:`UserError`: continuing it
+        would not give the result of an uninterrupted run of this command.
+        """
         path = self.checkpoint.path
         if not path.exists():
             return False
         loaded = load_checkpoint(path)
+        state = loaded.state or {}
+        if "optimizer" not in state or "epoch" not in state:
+            raise UserError(f"{path} holds no training state, so it cannot be resumed")
+        diffs = config_differences(loaded.config, self.checkpoint.config)
+        if _plain(loaded.label_map) != _plain(self.checkpoint.label_map):
+            diffs.append("label map (the training speakers or speeds)")
+        if diffs:
+            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise UserError(
+                f"{path} was written with other settings ({shown}); resume it with the "
+                "command that started it, or choose another --out"
+            )
         self.net.model.load_state_dict(loaded.model.state_dict())
         self.net.head.load_state_dict(loaded.head.state_dict())
-        state = loaded.state or {}
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
@@ -217,7 +242,7 @@ class Trainer:
         totals: dict[str, float] = {}
         steps = 0
         bar = tqdm(
-            batches,
+            unwrap_worker_errors(batches),
             total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{self.epochs}",
             disable=not self.ctx.is_main,
@@ -237,7 +262,7 @@ class Trainer:
             steps += 1
             for name, value in logs.items():
                 totals[name] = totals.get(name, 0.0) + value
-            bar.set_postfix(loss=f"{logs.get('loss', float(loss)):.3f}")
+            bar.set_postfix(loss=f"{logs.get('loss', loss.item()):.3f}")
         return {name: value / max(steps, 1) for name, value in totals.items()}
 
     def _save(self, epochs_done: int) -> None:
@@ -259,6 +284,73 @@ class Trainer:
                 },
             )
         self.ctx.barrier()
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as JSON would give it back (tuples -> lists, paths -> strings)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def config_differences(
+    saved: dict[str, Any], requested: dict[str, Any], ignore: frozenset[str] = RESUME_IGNORED
+) -> list[str]:
+    """``"key: saved -> requested"`` for every (dotted) key whose value differs.
+
+    Example::
+
+        >>> config_differences({"epochs": 2, "s": {"lr": 0.1}}, {"epochs": 3, "s": {"lr": 0.1}})
+        ['epochs: 2 -> 3']
+    """
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                name = f"{where}.{key}" if where else key
+                if not where and key in ignore:
+                    continue
+                walk(a.get(key), b.get(key), name)
+        elif a != b:
+            out.append(f"{where}: {json.dumps(a)} -> {json.dumps(b)}")
+
+    walk(_plain(saved), _plain(requested), "")
+    return out
+
+
+_WORKER_PREFIX = f"Caught {UserError.__name__} in DataLoader worker"
+
+
+def unwrap_worker_errors(batches: Iterable[Any]) -> Iterator[Any]:
+    """Iterate ``batches``, turning a :class:`UserError` raised in a DataLoader worker
+    back into its one-line message.
+
+    The DataLoader re-raises a worker's exception with the worker's whole traceback as
+    its message; for bad input (a missing or corrupt audio file) the CLI must print one
+    line, the original message, as it does with ``--workers 0``. After any error the
+    loader's workers are shut down at once: left to the garbage collector (the traceback
+    keeps the iterator alive in a reference cycle) each costs a 5-s join timeout.
+    """
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except BaseException as exc:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            if not isinstance(exc, UserError):
+                raise
+            message = str(exc)
+            if message.startswith(_WORKER_PREFIX):
+                last = [line for line in message.splitlines() if line.strip()][-1]
+                for prefix in (f"{UserError.__module__}.{UserError.__name__}: ",
+                               f"{UserError.__name__}: "):
+                    if last.startswith(prefix):
+                        raise UserError(last[len(prefix):]) from None
+            raise
+        yield batch
 
 
 def _fmt(logs: dict[str, float]) -> str:

@@ -6,6 +6,13 @@ recipe), a checkpoint after every epoch (atomic) and ``--resume``. Presets give 
 settings; any option given on the command line overrides its preset value, and the
 resolved configuration is saved as ``config.json`` next to the checkpoint.
 
+``--resume`` continues ``OUT/model.pt`` after its last completed epoch and gives the
+weights an uninterrupted run would have (CPU, same seed). It is refused unless the
+resolved settings equal those the checkpoint was written with (only ``--workers`` may
+change): the LR schedule, for one, spans ``--epochs``. Bad input (missing, corrupt or
+mixed-rate audio, unknown trial ids, duplicate ids) stops the run with one ``error:``
+line before anything is overwritten; utterances shorter than the crop are repeat-padded.
+
 Examples::
 
     python -m stage1_teacher.train --preset demo --data toy/ --out exp/teacher
@@ -29,7 +36,7 @@ from torch.utils.data import DataLoader
 from speaker.augment import AugmentConfig
 from speaker.cli import parse_options, run, setup_logging, write_json
 from speaker.data import LabelMap
-from speaker.dataset import EpochViews, ViewRenderer
+from speaker.dataset import EpochViews, ViewRenderer, check_audio
 from speaker.errors import UserError
 from speaker.evaluation import evaluate_model
 from speaker.models import build
@@ -115,6 +122,7 @@ def train_teacher(config: TeacherConfig, data: DataPaths, out: Path, resume: boo
     manifest = data.train_manifest()
     label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
     sample_rate = manifest[0].sample_rate
+    check_audio(manifest, sample_rate, "training manifest")
     render = ViewRenderer(
         manifest,
         label_map,
@@ -134,11 +142,13 @@ def train_teacher(config: TeacherConfig, data: DataPaths, out: Path, resume: boo
     evaluate = None
     if data.has_test:
         test_manifest, trials = data.test_set()
+        check_audio(test_manifest, sample_rate, "test manifest")
 
         def evaluate(m: torch.nn.Module) -> dict[str, float]:
             return evaluate_model(m, test_manifest, trials, render.reader, ctx.device).summary()
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
     config_dict = {"kind": "teacher", **asdict(config), "data": data.to_dict()}
     trainer = Trainer(
         SpeakerNet(model, head),
@@ -156,9 +166,13 @@ def train_teacher(config: TeacherConfig, data: DataPaths, out: Path, resume: boo
     if resume:
         trainer.resume()
     elif trainer.checkpoint.path.exists():
-        raise UserError(f"{trainer.checkpoint.path} exists; pass --resume to continue it")
+        raise UserError(
+            f"{trainer.checkpoint.path} exists; pass --resume to continue it or choose another --out"
+        )
     if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config_dict)
+    ctx.barrier()
 
     def batches(epoch: int) -> DataLoader:
         views.set_epoch(epoch)
@@ -175,29 +189,44 @@ def train_teacher(config: TeacherConfig, data: DataPaths, out: Path, resume: boo
 
 
 def ce_step(net: torch.nn.Module, batch: Any, epoch: float) -> tuple[torch.Tensor, dict]:
-    """AAM cross-entropy on one batch of (features, labels)."""
-    feats, labels = batch
+    """AAM cross-entropy on one batch of (features, labels), moved to the net's device."""
+    device = next(net.parameters()).device
+    feats, labels = (t.to(device, non_blocking=True) for t in batch)
     _, margin_logits, cos_logits = net(feats, labels)
     loss = torch.nn.functional.cross_entropy(margin_logits, labels)
     acc = (cos_logits.argmax(1) == labels).float().mean()
     return loss, {"loss": loss.item(), "acc": acc.item()}
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings={"show_default": True}, epilog="""\b
+Examples:
+  python -m stage1_teacher.train --preset demo --data toy --out exp/teacher
+  python -m stage1_teacher.train --preset demo --data toy --out exp/teacher --resume
+  torchrun --nproc_per_node 2 -m stage1_teacher.train --preset demo --data toy --out exp/t
+  python -m stage1_teacher.train --preset voxceleb --data data/vox --out exp/ecapa1024
+""")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="demo")
 @data_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
 @click.option("--arch", default=None, help="Registered architecture (python -m speaker.models).")
 @click.option("--arch-opt", multiple=True, help="Architecture argument key=value, repeatable.")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--crop-seconds", type=float, default=None)
-@click.option("--views-per-utt", type=int, default=None, help="Crops per utterance per epoch.")
-@click.option("--lr", type=float, default=None)
-@click.option("--eval-every", type=int, default=None, help="Evaluate every N epochs (0: last).")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Total epochs (the LR decays over them; --resume needs the same value).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Crops per step and rank.")
+@click.option("--crop-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Training crop length; shorter utterances are repeat-padded.")
+@click.option("--views-per-utt", type=click.IntRange(min=1), default=None,
+              help="Crops per utterance per epoch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--eval-every", type=click.IntRange(min=0), default=None,
+              help="Evaluate every N epochs (0: last).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes.")
 @click.option("--seed", type=int, default=None)
-@click.option("--resume", is_flag=True, help="Continue from OUT/model.pt.")
+@click.option("--resume", is_flag=True,
+              help="Continue OUT/model.pt after its last epoch; refused unless the settings "
+                   "are the ones it was started with (--workers may change).")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(preset: str, out: Path, arch_opt: tuple[str, ...], resume: bool, verbose: bool, **opts):
     """Train a speaker-embedding teacher with AAM softmax on augmented crops."""

@@ -1,0 +1,143 @@
+"""Fixtures shared across the test tree: a tiny toy corpus (generated once per session) and
+a way to run a project CLI in-process exactly as ``python -m ...`` does."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pytest
+
+# In-process CLI runs call logging.basicConfig; with a handler on the root logger that is a
+# no-op, so no handler is left pointing at a captured (later closed) stderr.
+logging.getLogger().addHandler(logging.NullHandler())
+
+# 8 training speakers x 4 utterances x ~1.5 s, 4 test speakers (48 trials): ~2 s to make.
+TOY = {"speakers": 8, "utts_per_speaker": 4, "duration": 1.5, "test_speakers": 4, "seed": 0}
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared data root (train/, test/ + trials.txt, musan/, rirs/); treat as read-only."""
+    from speaker.toy import ToyConfig, generate
+
+    out = tmp_path_factory.mktemp("toy") / "corpus"
+    generate(ToyConfig(**TOY), out)
+    return out
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> Callable[[click.Command, list[str]], CliResult]:
+    """``run_cli(command, args)``: run a click command through :func:`speaker.cli.run` (the
+    ``__main__`` path: user errors -> one ``error:`` line, exit 2) in this process.
+
+    Any exception that escapes ``run`` (a would-be traceback) fails the test.
+    """
+    from speaker.cli import run
+
+    def invoke(command: click.Command, args: list[str]) -> CliResult:
+        capfd.readouterr()
+        monkeypatch.setattr(sys, "argv", ["prog", *map(str, args)])
+        code = 0
+        try:
+            run(command)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capfd.readouterr()
+        return CliResult(code, out, err)
+
+    return invoke
+
+
+# ---- stage 1 dump / replay verify (tests/stage1_teacher/test_dump.py, test_verify.py) -------
+
+# 32 utterances x 3 views = 96 rows in 3 shards of 32 (chunks of 16), batches of 16, so a
+# dump has several shards and every shard several batches. One thread and no workers make
+# every run of these arguments bit-identical (see stage1_teacher.dump).
+DUMP_ARGS = [
+    "--views-per-utt", "3", "--crop-seconds", "1.0", "--topk", "4", "--temperatures", "1,2,4",
+    "--batch-size", "16", "--workers", "0", "--threads", "1",
+    "--chunk-rows", "16", "--shard-rows", "32", "--seed", "3",
+]
+
+
+@pytest.fixture
+def dump_args() -> list[str]:
+    """``DUMP_ARGS``: the dump options every dump/verify test shares (96 rows, 3 shards)."""
+    return list(DUMP_ARGS)
+
+
+def _tiny_checkpoint(path: Path, manifest_dir: Path, seed: int) -> Path:
+    """A randomly initialised x-vector teacher checkpoint for the toy corpus's classes."""
+    import torch
+
+    from speaker.data import LabelMap, Manifest
+    from speaker.models import build
+    from speaker.models.checkpoint import save_checkpoint
+    from speaker.models.heads import AAMSoftmax
+
+    label_map = LabelMap.from_manifest(Manifest.read(manifest_dir / "manifest.jsonl"))
+    torch.manual_seed(seed)
+    kwargs = {"channels": 32, "embed_dim": 32}
+    model, head = build("xvector", **kwargs).eval(), AAMSoftmax(32, label_map.num_classes)
+    save_checkpoint(path, arch="xvector", arch_kwargs=kwargs, model=model, head=head,
+                    label_map=label_map.to_dict(), config={"seed": seed})
+    return path
+
+
+@pytest.fixture(scope="session")
+def dump_teachers(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two teacher checkpoints of the same architecture and label map, other weights:
+    ``{"a": model.pt, "b": model.pt}`` (random init stands in for training)."""
+    root = tmp_path_factory.mktemp("teachers")
+    return {name: _tiny_checkpoint(root / f"{name}.pt", toy_corpus / "train", seed)
+            for seed, name in enumerate(("a", "b"))}
+
+
+@pytest.fixture(scope="session")
+def tiny_dump(toy_corpus: Path, dump_teachers: dict[str, Path],
+              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted dump (teacher "a", ``DUMP_ARGS`` + ``--embeddings``); read-only."""
+    from stage1_teacher.dump import cli
+
+    out = tmp_path_factory.mktemp("dump") / "logits.zarr"
+    cli.main(["--teacher", str(dump_teachers["a"]), "--data", str(toy_corpus), "--out", str(out),
+              *DUMP_ARGS, "--embeddings"], standalone_mode=False)
+    return out
+
+
+@pytest.fixture
+def run_main(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> Callable[[Callable[[], None], list[str]], CliResult]:
+    """``run_main(module.main, args)``: a CLI's ``main()`` -- exactly what ``python -m`` runs,
+    with its own ``user_errors`` -- in this process; a would-be traceback fails the test."""
+
+    def invoke(main: Callable[[], None], args: list[str]) -> CliResult:
+        capfd.readouterr()
+        monkeypatch.setattr(sys, "argv", ["prog", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capfd.readouterr()
+        return CliResult(code, out, err)
+
+    return invoke
