@@ -1,0 +1,212 @@
+"""Benchmark the teacher-bucket Numba kernel against the vectorised numpy version.
+
+Times ``stage2_student.kernels.teacher_probs`` (after its warm-up compile, with 1 and
+``--threads`` Numba threads, writing into preallocated outputs) and
+``teacher_probs_numpy`` (same math, whole-array numpy) on synthetic cache rows: k=64
+float16 top-k logits, k' in {64, 32}, T=2. Prints a table, writes docs/bench_kernels.md
+and ends with one JSON line: rows_per_s (``--threads`` threads, k=64, k'=64),
+numpy_rows_per_s, speedup_vs_numpy, bytes_per_row_touched.
+
+\b
+Examples:
+    python scripts/bench_kernels.py                       # 1M rows, writes docs/bench_kernels.md
+    python scripts/bench_kernels.py --rows 200000 --repeats 3 --out /tmp/bench.md
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numba
+import numpy as np
+from llvmlite import binding as llvm
+
+from speaker.cli import run, setup_logging
+from speaker.errors import UserError
+from stage2_student.kernels import TeacherBuckets, teacher_probs, teacher_probs_numpy
+
+log = logging.getLogger("bench_kernels")
+
+K = 64
+K_PRIMES = (64, 32)
+TEMPERATURE = 2.0
+
+
+def synthetic_rows(rows: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cache-like rows: scale-32 cosine logits, top-k sorted descending, float16."""
+    rng = np.random.default_rng(seed)
+    target = rng.normal(20.0, 4.0, rows).astype(np.float32)
+    first = rng.normal(10.0, 3.0, (rows, 1)).astype(np.float32)
+    gaps = rng.exponential(0.3, (rows, k - 1)).astype(np.float32)
+    topk = np.concatenate([first, first - np.cumsum(gaps, axis=1)], axis=1).astype(np.float16)
+    tail = rng.normal(8.0, 1.0, rows).astype(np.float32)  # logsumexp(z/T) of ~1000 others
+    return target, topk, tail
+
+
+def bytes_per_row(k: int, k_prime: int) -> int:
+    """Bytes read and written per row: target + fp16 top-k + tail in, three outputs out."""
+    read = 4 + 2 * k + 4
+    written = 4 * (2 + (k_prime + 1) + (k_prime + 2))
+    return read + written
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(best wall seconds, CPU seconds of that call summed over threads).
+
+    CPU time is what the work costs even when other jobs share the cores (wall time then
+    includes waiting for a core).
+    """
+    best = (float("inf"), float("inf"))
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return best
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_report(path: Path, table: list[dict], summary: dict, settings: dict) -> None:
+    lines = [
+        "# Teacher-bucket kernel benchmark",
+        "",
+        "Written by `scripts/bench_kernels.py`; rerun it to refresh. Numbers are best-of-"
+        f"{settings['repeats']} wall times.",
+        "",
+        "## Machine and settings",
+        "",
+        *(f"- {key}: {value}" for key, value in settings.items()),
+        "",
+        "## Results",
+        "",
+        "| implementation | threads | k | k' | seconds | rows/s | rows/CPU-s | bytes/row | GB/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(f"| {r['impl']} | {r['threads']} | {r['k']} | {r['k_prime']} | {r['seconds']:.4f} "
+          f"| {r['rows_per_s']:,.0f} | {r['rows_per_cpu_s']:,.0f} | {r['bytes_per_row']} "
+          f"| {r['gb_per_s']:.2f} |" for r in table),
+        "",
+        "bytes/row counts what one row reads (fp32 target, fp16 top-k, fp32 tail) and writes "
+        "(binary, non-target and full distributions, fp32). rows/CPU-s divides by the CPU "
+        "time of all threads: the throughput per core, unaffected by other jobs on the machine "
+        "(compare it with rows/s when the load average is high).",
+        "",
+        "## Summary (the script's last line)",
+        "",
+        "```json",
+        json.dumps(summary),
+        "```",
+        "",
+    ]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+
+
+@click.command(help=__doc__)
+@click.option("--rows", default=1_000_000, show_default=True, help="Rows per call.")
+@click.option("--repeats", default=5, show_default=True, help="Timed calls per setting (best).")
+@click.option("--threads", default=2, show_default=True, help="Numba threads for the headline.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("docs/bench_kernels.md"), show_default=True, help="Markdown report.")
+@click.option("-v", "--verbose", is_flag=True)
+def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbose: bool) -> None:
+    setup_logging(verbose)
+    if rows < 1 or repeats < 1:
+        raise UserError(f"--rows and --repeats must be >= 1, got {rows} and {repeats}")
+    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise UserError(f"--threads {threads}: this machine allows 1..{numba.config.NUMBA_NUM_THREADS}")
+    if not out_path.parent.is_dir():
+        raise UserError(f"--out {out_path}: directory {out_path.parent} does not exist")
+    load_at_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    target, topk, tail = synthetic_rows(rows, K, seed)
+    log.info("%d rows, k=%d float16, T=%g", rows, K, TEMPERATURE)
+
+    table: list[dict] = []
+
+    def record(impl: str, n_threads: int, k_prime: int, timing: tuple[float, float]) -> dict:
+        seconds, cpu_seconds = timing
+        nbytes = bytes_per_row(K, k_prime)
+        entry = dict(impl=impl, threads=n_threads, k=K, k_prime=k_prime, seconds=seconds,
+                     rows_per_s=rows / seconds, rows_per_cpu_s=rows / max(cpu_seconds, 1e-9),
+                     bytes_per_row=nbytes, gb_per_s=rows * nbytes / seconds / 1e9)
+        table.append(entry)
+        click.echo(f"{impl:6s} threads={n_threads} k={K} k'={k_prime:2d}  {seconds:8.4f} s  "
+                   f"{entry['rows_per_s']:>13,.0f} rows/s  {entry['gb_per_s']:5.2f} GB/s  "
+                   f"{entry['rows_per_cpu_s']:>13,.0f} rows/CPU-s")
+        return entry
+
+    headline: dict[int, dict] = {}
+    for k_prime in K_PRIMES:
+        out = TeacherBuckets.empty(rows, k_prime)
+        start = time.perf_counter()
+        teacher_probs(target, topk, tail, k_prime, TEMPERATURE, out=out)  # compile / cache load
+        log.info("warm-up call (compile or cache load + first touch) %.2f s",
+                 time.perf_counter() - start)
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            timing = best_time(
+                lambda kp=k_prime, o=out: teacher_probs(target, topk, tail, kp, TEMPERATURE, out=o),
+                repeats)
+            entry = record("numba", n_threads, k_prime, timing)
+            if n_threads == threads:
+                headline[k_prime] = entry
+        numba.set_num_threads(threads)
+        reference = teacher_probs_numpy(target, topk, tail, k_prime, TEMPERATURE)  # warm-up
+        err = max(float(np.abs(getattr(out, f) - getattr(reference, f)).max())
+                  for f in ("binary", "nontarget", "full"))
+        log.info("k'=%d: max |numba - numpy| = %.2e", k_prime, err)
+        del reference
+        timing = best_time(
+            lambda kp=k_prime: teacher_probs_numpy(target, topk, tail, kp, TEMPERATURE),
+            max(1, min(repeats, 3)))
+        entry = record("numpy", 1, k_prime, timing)
+        headline[k_prime]["numpy_rows_per_s"] = entry["rows_per_s"]
+
+    main = headline[K]
+    summary = dict(
+        rows_per_s=round(main["rows_per_s"]),
+        rows_per_cpu_s=round(main["rows_per_cpu_s"]),
+        numpy_rows_per_s=round(main["numpy_rows_per_s"]),
+        speedup_vs_numpy=round(main["rows_per_s"] / main["numpy_rows_per_s"], 2),
+        bytes_per_row_touched=main["bytes_per_row"],
+        threads=threads, k=K, k_prime=K, temperature=TEMPERATURE, rows=rows,
+        rows_per_s_k_prime_32=round(headline[32]["rows_per_s"]),
+        speedup_vs_numpy_k_prime_32=round(
+            headline[32]["rows_per_s"] / headline[32]["numpy_rows_per_s"], 2),
+    )
+    settings = {
+        "CPU": f"{cpu_name()}, {os.cpu_count()} logical cores (LLVM target "
+               f"{llvm.get_host_cpu_name()})",
+        "load average (1/5/15 min) at start": load_at_start,
+        "Python / numpy / numba": f"{platform.python_version()} / {np.__version__} / "
+                                  f"{numba.__version__} (threading layer "
+                                  f"{numba.threading_layer()})",
+        "rows per call": f"{rows:,}",
+        "k / k' / T": f"{K} (float16) / {', '.join(map(str, K_PRIMES))} / {TEMPERATURE}",
+        "numba": "preallocated outputs (`out=`), timed after the warm-up call",
+        "numpy": "`teacher_probs_numpy`, float32 whole-array ops, single thread",
+        "repeats": repeats,
+    }
+    write_report(out_path, table, summary, settings)
+    log.info("wrote %s", out_path)
+    click.echo(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    run(cli)

@@ -1,0 +1,388 @@
+"""Distillation losses: KD, DKD (emphasized non-target), embedding KD; cached and online.
+
+Cached mode compares the student with the teacher on the buckets the cache keeps,
+``[target, k' speakers, tail]``: the student's tail is the logsumexp of its own logits over
+every class that is neither the target nor one of the k' speakers. Online mode (a live
+teacher) uses all C classes. With k' = C - 1 the two coincide exactly (tested).
+
+All losses are computed in (at least) float32 with autocast disabled, whatever the
+student's dtype, and use ``batchmean`` reduction and the ``T^2`` gradient scaling of
+Hinton et al. The CE term with the AAM margin is the trainer's head's job; this module
+returns only the distillation part.
+
+Example (cached DKD, the paper's setting)::
+
+    cfg = DistillConfig(loss="dkd", alpha=1.0, beta=2.0, temperature=1.0, warmup_epochs=5)
+    t = reader.temperature_index(cfg.temperature)
+    buckets = teacher_probs(block.target_logit, block.topk_logit, block.tail_lse[:, t], 32, 1.0)
+    batch = DistillBatch(student_logits=head.cosine_logits(emb), labels=labels,
+                         topk_index=block.topk_index, teacher=buckets)
+    loss = ce + distill_loss(cfg, batch, epoch=2.5)   # KD weight 0.5 during warm-up
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from stage2_student.kernels import TeacherBuckets
+
+__all__ = [
+    "LossName",
+    "DistillConfig",
+    "DistillBatch",
+    "student_buckets",
+    "kd_loss",
+    "dkd_terms",
+    "dkd_loss",
+    "embedding_kd_loss",
+    "full_logit_kd_loss",
+    "full_logit_dkd_loss",
+    "distill_loss",
+    "loss_names",
+]
+
+LossName = Literal["ce", "kd", "dkd", "emb"]
+
+# mdistiller's gt-mask trick: subtracting 1000 from the target's logit/T drops it from the
+# non-target softmax without -inf (0 * -inf would make kl_div NaN). Exact in float32 as
+# long as the logits/T of a row span less than ~900, i.e. |s/T| < 450 (s=32: T > 0.08).
+_GT_OFFSET = 1000.0
+
+
+def _wide(x: Tensor) -> Tensor:
+    """x in float32, or float64 if it already is (never narrower than float32)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _no_autocast(x: Tensor) -> torch.autocast:
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def _kl(p: Tensor, log_q: Tensor) -> Tensor:
+    """sum_rows KL(p || q) / B with ``0 * log 0 = 0`` and no gradient through p.
+
+    p may contain exact zeros (an empty tail, an underflowed bucket); ``log_q`` is finite
+    everywhere (see :func:`_bucket_logits`), so the ``p * log_q`` term is 0, never NaN.
+    """
+    return (torch.xlogy(p, p) - p * log_q).sum() / p.shape[0]
+
+
+def _bucket_logits(logits: Tensor, labels: Tensor, topk_index: Tensor,
+                   temperature: float) -> Tensor:
+    """Unnormalised student log-masses [B, k'+2] of (target, k' speakers, tail) at T."""
+    if logits.ndim != 2:
+        raise ValueError(f"student logits must be [B, C], got shape {tuple(logits.shape)}")
+    b, c = logits.shape
+    if labels.shape != (b,):
+        raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
+    if topk_index.ndim != 2 or topk_index.shape[0] != b or topk_index.shape[1] > c - 1:
+        raise ValueError(f"topk_index must be [B={b}, k'] with k' <= C-1={c - 1}, "
+                         f"got {tuple(topk_index.shape)}")
+    z = _wide(logits) / temperature
+    labels = labels.long().view(b, 1)
+    index = topk_index.long()
+    z_target = z.gather(1, labels)
+    z_kept = z.gather(1, index)
+    # Tail = logsumexp over the classes left after removing target and kept speakers.
+    # Removed entries become the most negative finite float, not -inf: an empty tail then
+    # gets a finite log-mass ~ -3.4e38 (exp -> 0) and no 0 * inf NaN in the backward pass.
+    floor = torch.finfo(z.dtype).min
+    rest = z.scatter(1, labels, floor).scatter(1, index, floor)
+    z_tail = rest.logsumexp(dim=1, keepdim=True)
+    return torch.cat([z_target, z_kept, z_tail], dim=1)
+
+
+def student_buckets(logits: Tensor, labels: Tensor, topk_index: Tensor,
+                    temperature: float) -> Tensor:
+    """Student log-probabilities over [target, k' speakers, tail] at temperature T.
+
+    Args:
+        logits: [B, C] student logits (scale * cos, no margin); any float dtype.
+        labels: [B] target class per row.
+        topk_index: [B, k'] the teacher's kept non-target classes (must exclude the label
+            and be distinct within a row, as the cache guarantees).
+        temperature: T > 0.
+
+    Returns:
+        [B, k'+2] log-probabilities (float32 or wider) whose exp sums to 1 per row; an empty
+        tail (k' = C-1) has log-probability ~ -3.4e38 rather than -inf.
+
+    >>> student_buckets(torch.zeros(1, 4), torch.tensor([0]), torch.tensor([[2]]), 1.0).exp()
+    tensor([[0.2500, 0.2500, 0.5000]])
+    """
+    with _no_autocast(logits):
+        return F.log_softmax(_bucket_logits(logits, labels, topk_index, temperature), dim=1)
+
+
+def kd_loss(student_logits: Tensor, labels: Tensor, topk_index: Tensor, teacher_full: Tensor,
+            temperature: float) -> Tensor:
+    """``T^2 * KL(teacher || student)`` over the k'+2 buckets, batch mean.
+
+    ``teacher_full`` is ``TeacherBuckets.full`` ([B, k'+2], same column order).
+    """
+    with _no_autocast(student_logits):
+        log_s = student_buckets(student_logits, labels, topk_index, temperature)
+        _check_teacher("teacher_full", teacher_full, log_s.shape)
+        return temperature**2 * _kl(teacher_full.to(log_s), log_s)
+
+
+def dkd_terms(student_logits: Tensor, labels: Tensor, topk_index: Tensor, teacher_binary: Tensor,
+              teacher_nontarget: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(TCKD, NCKD), each ``T^2 * KL`` batch mean, against cached teacher buckets.
+
+    TCKD compares [p_t, 1-p_t]; NCKD compares the non-target distributions over the k'
+    speakers plus tail, the student's renormalised from its non-target logits alone (so it
+    stays exact when the student is very sure of the target).
+    """
+    with _no_autocast(student_logits):
+        z = _bucket_logits(student_logits, labels, topk_index, temperature)
+        z_target, z_non = z[:, :1], z[:, 1:]
+        lse_non = z_non.logsumexp(dim=1, keepdim=True)
+        lse_all = torch.logaddexp(z_target, lse_non)
+        log_binary = torch.cat([z_target - lse_all, lse_non - lse_all], dim=1)
+        log_non = z_non - lse_non
+        _check_teacher("teacher_binary", teacher_binary, log_binary.shape)
+        _check_teacher("teacher_nontarget", teacher_nontarget, log_non.shape)
+        t2 = temperature**2
+        tckd = t2 * _kl(teacher_binary.to(z), log_binary)
+        nckd = t2 * _kl(teacher_nontarget.to(z), log_non)
+        return tckd, nckd
+
+
+def dkd_loss(student_logits: Tensor, labels: Tensor, topk_index: Tensor, teacher_binary: Tensor,
+             teacher_nontarget: Tensor, alpha: float = 1.0, beta: float = 2.0,
+             temperature: float = 1.0) -> Tensor:
+    """Decoupled KD with emphasized non-target knowledge: ``alpha*TCKD + beta*NCKD``.
+
+    Defaults are the paper's (alpha=1, beta=2, T=1). See :func:`dkd_terms`.
+    """
+    tckd, nckd = dkd_terms(student_logits, labels, topk_index, teacher_binary,
+                           teacher_nontarget, temperature)
+    return alpha * tckd + beta * nckd
+
+
+def embedding_kd_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    """Embedding-KD baseline: ``mean(1 - cos(student_emb, teacher_emb))``.
+
+    >>> float(embedding_kd_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])))
+    1.0
+    """
+    if student_emb.shape != teacher_emb.shape:
+        raise ValueError(f"student embedding {tuple(student_emb.shape)} and teacher embedding "
+                         f"{tuple(teacher_emb.shape)} differ; embedding KD needs equal sizes "
+                         "(choose a student embed_dim equal to the cache's embedding size)")
+    with _no_autocast(student_emb):
+        cos = F.cosine_similarity(_wide(student_emb), _wide(teacher_emb).to(student_emb.device),
+                                  dim=1)
+        return (1.0 - cos).mean()
+
+
+def full_logit_kd_loss(student_logits: Tensor, teacher_logits: Tensor,
+                       temperature: float) -> Tensor:
+    """Online KD over all C classes: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean."""
+    _check_same(student_logits, teacher_logits)
+    with _no_autocast(student_logits):
+        log_s = F.log_softmax(_wide(student_logits) / temperature, dim=1)
+        log_t = F.log_softmax(_wide(teacher_logits).to(log_s) / temperature, dim=1)
+        return temperature**2 * F.kl_div(log_s, log_t, reduction="batchmean", log_target=True)
+
+
+def full_logit_dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                        alpha: float = 1.0, beta: float = 2.0,
+                        temperature: float = 1.0) -> Tensor:
+    """Online DKD over all C classes, as mdistiller's ``dkd_loss``.
+
+    TCKD on [p_t, 1-p_t] from the gt mask (``cat_mask``), taken in log space so that a
+    saturated target probability gives no ``log(0)``; NCKD with the gt-mask trick
+    (``logits/T - 1000 * gt_mask``).
+    """
+    _check_same(student_logits, teacher_logits)
+    with _no_autocast(student_logits):
+        zs = _wide(student_logits) / temperature
+        zt = _wide(teacher_logits).to(zs) / temperature
+        gt_mask = torch.zeros_like(zs, dtype=torch.bool).scatter_(
+            1, labels.long().view(-1, 1), True)
+        t2 = temperature**2
+        tckd = t2 * F.kl_div(_binary_log_probs(zs, gt_mask), _binary_log_probs(zt, gt_mask),
+                             reduction="batchmean", log_target=True)
+        log_s_non = F.log_softmax(zs - _GT_OFFSET * gt_mask, dim=1)
+        p_t_non = F.softmax(zt - _GT_OFFSET * gt_mask, dim=1)
+        nckd = t2 * F.kl_div(log_s_non, p_t_non, reduction="batchmean")
+        return alpha * tckd + beta * nckd
+
+
+def _binary_log_probs(z: Tensor, gt_mask: Tensor) -> Tensor:
+    """log [sum p over gt_mask, sum p over the rest] for p = softmax(z) (mdistiller cat_mask)."""
+    log_p = F.log_softmax(z, dim=1)
+    # -inf is safe here: logsumexp's backward weights it by exp(-inf) = 0 and masked_fill
+    # then zeroes the masked gradients.
+    target = log_p.masked_fill(~gt_mask, -math.inf).logsumexp(dim=1, keepdim=True)
+    other = log_p.masked_fill(gt_mask, -math.inf).logsumexp(dim=1, keepdim=True)
+    return torch.cat([target, other], dim=1)
+
+
+def _check_same(student_logits: Tensor, teacher_logits: Tensor) -> None:
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} must both be [B, C] with the same C "
+                         "(student head and teacher must share the label map)")
+
+
+def _check_teacher(name: str, teacher: Tensor, shape: torch.Size) -> None:
+    if tuple(teacher.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(teacher.shape)}, expected {tuple(shape)}: "
+                         "teacher buckets and topk_index must use the same k'")
+
+
+# --------------------------------------------------------------------------- config + dispatch
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Which distillation term to add to CE, and its hyper-parameters.
+
+    loss: "ce" (no distillation), "kd", "dkd" (alpha*TCKD + beta*NCKD) or "emb".
+    topk: k' speakers kept from the cache (None = all k the cache holds).
+    warmup_epochs: the KD term's weight ramps linearly 0 -> 1 over this many epochs.
+
+    >>> DistillConfig(loss="dkd", warmup_epochs=4).weight(1.0)
+    0.25
+    """
+
+    loss: LossName = "dkd"
+    alpha: float = 1.0
+    beta: float = 2.0
+    temperature: float = 1.0
+    topk: int | None = None
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in get_args(LossName):
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {loss_names()}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.alpha < 0 or self.beta < 0:
+            raise ValueError(f"alpha and beta must be >= 0, got {self.alpha}, {self.beta}")
+        if self.topk is not None and self.topk < 0:
+            raise ValueError(f"topk must be >= 0 or None, got {self.topk}")
+        if not self.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+    def weight(self, epoch: float) -> float:
+        """Weight of the KD term at a (fractional) epoch: ``min(epoch / warmup, 1)``."""
+        if self.loss == "ce":
+            return 0.0
+        if self.warmup_epochs == 0:
+            return 1.0
+        return min(max(epoch, 0.0) / self.warmup_epochs, 1.0)
+
+
+@dataclass
+class DistillBatch:
+    """What a distillation term may need for one batch.
+
+    Cached mode sets ``topk_index`` (the cache's [B, k] or [B, k'], any int dtype, numpy or
+    torch) and ``teacher`` (``kernels.TeacherBuckets`` at the config's temperature and k');
+    online mode sets ``teacher_logits`` [B, C]. ``emb`` needs both embeddings.
+    Numpy inputs are moved to the student's device.
+    """
+
+    student_logits: Tensor
+    labels: Tensor
+    topk_index: Tensor | np.ndarray | None = None
+    teacher: TeacherBuckets | None = None  # its fields may be numpy arrays or tensors
+    teacher_logits: Tensor | None = None
+    student_emb: Tensor | None = None
+    teacher_emb: Tensor | np.ndarray | None = None
+
+
+_LossFn = Callable[[DistillConfig, DistillBatch], Tensor]
+_REGISTRY: dict[tuple[str, str], _LossFn] = {}
+
+
+def _register(name: str, *modes: str) -> Callable[[_LossFn], _LossFn]:
+    def add(fn: _LossFn) -> _LossFn:
+        for mode in modes:
+            _REGISTRY[(name, mode)] = fn
+        return fn
+
+    return add
+
+
+def loss_names() -> list[str]:
+    """The names ``DistillConfig.loss`` accepts."""
+    return list(get_args(LossName))
+
+
+def _on(x: Tensor | np.ndarray, like: Tensor) -> Tensor:
+    return torch.as_tensor(x, device=like.device)
+
+
+def _cached_inputs(config: DistillConfig, batch: DistillBatch) -> tuple[Tensor, TeacherBuckets]:
+    """(topk_index[:, :k'], teacher) with k' taken from the teacher buckets."""
+    if batch.topk_index is None or batch.teacher is None:
+        raise ValueError(f"loss {config.loss!r} from the cache needs topk_index and teacher "
+                         "buckets (or teacher_logits for online mode)")
+    k_prime = batch.teacher.full.shape[1] - 2
+    if config.topk is not None and config.topk != k_prime:
+        raise ValueError(f"teacher buckets have k'={k_prime} but the config asks topk={config.topk}")
+    if batch.topk_index.shape[1] < k_prime:
+        raise ValueError(f"topk_index has {batch.topk_index.shape[1]} columns, fewer than "
+                         f"k'={k_prime}")
+    return _on(batch.topk_index[:, :k_prime], batch.student_logits), batch.teacher
+
+
+@_register("ce", "cached", "online")
+def _ce_only(config: DistillConfig, batch: DistillBatch) -> Tensor:
+    return batch.student_logits.new_zeros((), dtype=torch.float32)
+
+
+@_register("kd", "cached")
+def _kd_cached(config: DistillConfig, batch: DistillBatch) -> Tensor:
+    index, teacher = _cached_inputs(config, batch)
+    return kd_loss(batch.student_logits, batch.labels, index,
+                   _on(teacher.full, batch.student_logits), config.temperature)
+
+
+@_register("dkd", "cached")
+def _dkd_cached(config: DistillConfig, batch: DistillBatch) -> Tensor:
+    index, teacher = _cached_inputs(config, batch)
+    s = batch.student_logits
+    return dkd_loss(s, batch.labels, index, _on(teacher.binary, s), _on(teacher.nontarget, s),
+                    config.alpha, config.beta, config.temperature)
+
+
+@_register("kd", "online")
+def _kd_online(config: DistillConfig, batch: DistillBatch) -> Tensor:
+    return full_logit_kd_loss(batch.student_logits, batch.teacher_logits, config.temperature)
+
+
+@_register("dkd", "online")
+def _dkd_online(config: DistillConfig, batch: DistillBatch) -> Tensor:
+    return full_logit_dkd_loss(batch.student_logits, batch.teacher_logits, batch.labels,
+                               config.alpha, config.beta, config.temperature)
+
+
+@_register("emb", "cached", "online")
+def _emb(config: DistillConfig, batch: DistillBatch) -> Tensor:
+    if batch.student_emb is None or batch.teacher_emb is None:
+        raise ValueError("loss 'emb' needs student_emb and teacher_emb (a cache with embeddings)")
+    return embedding_kd_loss(batch.student_emb, _on(batch.teacher_emb, batch.student_emb))
+
+
+def distill_loss(config: DistillConfig, batch: DistillBatch, epoch: float) -> Tensor:
+    """The weighted distillation term ``config.weight(epoch) * loss`` for one batch.
+
+    Online mode when ``batch.teacher_logits`` is set, cached mode otherwise. Add it to the
+    CE (AAM) loss; for ``loss="ce"`` it is a zero scalar.
+    """
+    mode = "online" if batch.teacher_logits is not None else "cached"
+    return config.weight(epoch) * _REGISTRY[(config.loss, mode)](config, batch)
