@@ -86,15 +86,18 @@ def init_distributed(device: str | None = None) -> DistContext:
 def intra_op_threads(requested: int, workers: int, ctx: DistContext) -> int:
     """Torch intra-op threads for a training or dump process, and set them.
 
-    ``requested > 0`` is taken as is. Auto (0): on a GPU, or when ``OMP_NUM_THREADS`` is
-    set (torchrun sets it to 1), torch's current setting; on a CPU, this process's share
+    ``requested > 0`` is taken as is. Auto (0): ``OMP_NUM_THREADS`` when set (torchrun
+    sets it to 1); on a GPU, torch's current setting; on a CPU, this process's share
     of the cores (``cores // local ranks``) minus the DataLoader ``workers`` rendering
     crops, at least 1 -- more threads than free cores makes OpenMP spin against the
     workers (measured 2-5x slower steps on a busy 2-core machine).
     """
+    omp = os.environ.get("OMP_NUM_THREADS", "")
     if requested > 0:
         threads = requested
-    elif not ctx.device.startswith("cpu") or os.environ.get("OMP_NUM_THREADS"):
+    elif omp.isdigit() and int(omp) > 0:
+        threads = int(omp)
+    elif not ctx.device.startswith("cpu"):
         threads = torch.get_num_threads()
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -4,6 +4,7 @@ a way to run a project CLI in-process exactly as ``python -m ...`` does."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,11 @@ from pathlib import Path
 
 import click
 import pytest
+
+# Tiny models run as fast on one thread, and a fixed count keeps float results identical
+# between in-process runs and the subprocesses they are compared with (the CLIs' automatic
+# thread choice honours OMP_NUM_THREADS, and subprocesses inherit it).
+os.environ["OMP_NUM_THREADS"] = "1"
 
 # In-process CLI runs call logging.basicConfig; with a handler on the root logger that is a
 # no-op, so no handler is left pointing at a captured (later closed) stderr.
@@ -67,12 +73,12 @@ def run_cli(
 
 # ---- stage 1 dump / replay verify (tests/stage1_teacher/test_dump.py, test_verify.py) -------
 
-# 32 utterances x 3 views = 96 rows in 3 shards of 32 (chunks of 16), batches of 16, so a
-# dump has several shards and every shard several batches. One thread and no workers make
-# every run of these arguments bit-identical (see stage1_teacher.dump).
+# 32 utterances x 3 views = 96 rows in 3 shards of 32 (chunks of 16), batches of 12 (12, 12,
+# 8 per shard: batches restart at every shard, which a resume relies on). One teacher thread
+# makes every run of these arguments bit-identical (see stage1_teacher.dump).
 DUMP_ARGS = [
     "--views-per-utt", "3", "--crop-seconds", "1.0", "--topk", "4", "--temperatures", "1,2,4",
-    "--batch-size", "16", "--workers", "0", "--threads", "1",
+    "--batch-size", "12", "--workers", "0", "--threads", "1",
     "--chunk-rows", "16", "--shard-rows", "32", "--seed", "3",
 ]
 
@@ -141,3 +147,98 @@ def run_main(
         return CliResult(code, out, err)
 
     return invoke
+
+
+# ---- stage 2: a tiny teacher and its logit cache (tests/stage2_student) -------------------
+
+# Stage-1 settings of the shared cache. Speed perturbation (3 speeds -> 24 classes) and
+# augmentation are on, so replay covers the speed choice, noise, music, babble and reverb.
+STUDENT_CACHE = {"views_per_utt": 3, "topk": 4, "crop_seconds": 0.5, "speeds": (1.0, 0.9, 1.1),
+                 "aug_prob": 0.6, "chunk_rows": 10, "shard_rows": 20, "run_seed": 0}
+
+
+@dataclass(frozen=True)
+class StudentCache:
+    """``toy_corpus`` + a 1-epoch x-vector teacher + its cache (96 rows in 10-row chunks,
+    the last one short, k=4, T grid 1,2,4, no embeddings); treat as read-only."""
+
+    corpus: Path
+    teacher: Path  # model.pt
+    cache: Path  # logits.zarr
+
+    @property
+    def settings(self) -> dict:
+        """The stage-1 settings it was made with (STUDENT_CACHE)."""
+        return dict(STUDENT_CACHE)
+
+
+@pytest.fixture(scope="session")
+def student_cache(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> StudentCache:
+    import torch
+
+    from speaker.augment import AugmentConfig
+    from speaker.recipe import DataPaths
+    from stage1_teacher import dump
+    from stage1_teacher.train import resolve_config, train_teacher
+
+    c = STUDENT_CACHE
+    root = tmp_path_factory.mktemp("student_cache")
+    config = resolve_config("demo", {
+        "arch": "xvector", "arch_kwargs": {"channels": 32, "embed_dim": 32}, "epochs": 1,
+        "batch_size": 16, "crop_seconds": c["crop_seconds"], "workers": 0, "eval_every": 0,
+        "augment": AugmentConfig(aug_prob=c["aug_prob"], speeds=c["speeds"]),
+    })
+    cache = root / "logits.zarr"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust to a busy CPU
+    try:
+        train_teacher(config, DataPaths(data=toy_corpus), root / "teacher", resume=False)
+        dump.cli.main([
+            "--teacher", str(root / "teacher" / "model.pt"), "--data", str(toy_corpus),
+            "--out", str(cache), "--views-per-utt", str(c["views_per_utt"]),
+            "--topk", str(c["topk"]), "--crop-seconds", str(c["crop_seconds"]),
+            "--speeds", ",".join(map(str, c["speeds"])), "--aug-prob", str(c["aug_prob"]),
+            "--chunk-rows", str(c["chunk_rows"]), "--shard-rows", str(c["shard_rows"]),
+            "--seed", str(c["run_seed"]), "--workers", "0", "--batch-size", "32",
+            "--threads", "1",
+        ], standalone_mode=False)
+    finally:
+        torch.set_num_threads(threads)
+    return StudentCache(toy_corpus, root / "teacher" / "model.pt", cache)
+
+
+# The tiny student run shared by tests/stage2_student (cached DKD, the paper's setting):
+# 96 rows -> 6 steps of 16 per epoch, evaluated after the last epoch.
+STUDENT_TRAIN = ("--arch", "xvector", "--arch-opt", "channels=32", "--arch-opt", "embed_dim=32",
+                 "--epochs", "3", "--batch-size", "16", "--workers", "0")
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """A finished ``stage2_student.train`` run on ``student_cache``; treat as read-only."""
+
+    out: Path  # model.pt, config.json, results.json, det.png
+    args: tuple[str, ...]  # its command line without --out
+
+    def command(self, out: Path) -> list[str]:
+        """The same command writing to ``out``."""
+        return [*self.args, "--out", str(out)]
+
+
+@pytest.fixture(scope="session")
+def student_run(student_cache: StudentCache,
+                tmp_path_factory: pytest.TempPathFactory) -> StudentRun:
+    import torch
+
+    from stage2_student.train import cli
+
+    args = ("--cache", str(student_cache.cache), "--data", str(student_cache.corpus),
+            *STUDENT_TRAIN)
+    run = StudentRun(tmp_path_factory.mktemp("student_run") / "run", args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses that resume it get (OMP_NUM_THREADS=1)
+    try:
+        cli.main(run.command(run.out), standalone_mode=False)
+    finally:
+        torch.set_num_threads(threads)
+    return run
