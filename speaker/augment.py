@@ -349,7 +349,7 @@ def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(wave, dtype=np.float64)
     h = np.asarray(rir, dtype=np.float64)
-    energy = float(np.dot(h, h))
+    energy = _sum_squares(h)
     n, m = len(x), len(h)
     if n == 0 or energy == 0.0:
         return x.astype(np.float32)
@@ -368,8 +368,14 @@ def _segment(source: np.ndarray, offset: int, n: int) -> np.ndarray:
     return source[(offset + np.arange(n)) % len(source)]
 
 
+def _sum_squares(x: np.ndarray) -> float:
+    """sum(x**2) without BLAS: np.dot goes to multi-threaded OpenBLAS, whose result
+    depends on its thread count (replay must not) and which spins on a busy CPU."""
+    return float(np.einsum("i,i->", x, x))
+
+
 def _power(x: np.ndarray) -> float:
-    return float(np.dot(x, x)) / max(len(x), 1)
+    return _sum_squares(x) / max(len(x), 1)
 
 
 def apply_params(wave: np.ndarray, params: AugmentParams, bank: NoiseBank) -> np.ndarray:

@@ -87,7 +87,12 @@ def _state_sha256(module: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, value in sorted(module.state_dict().items()):
         digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        if isinstance(value, torch.Tensor):  # bytes, so bfloat16 etc. hash too
+            digest.update(str(value.dtype).encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                          .numpy().tobytes())
+        else:  # extra state
+            digest.update(repr(value).encode())
     return digest.hexdigest()
 
 
@@ -97,8 +102,14 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
     if path.is_file():
         try:
             loaded = load_checkpoint(path)
-        except UserError:
-            loaded = None
+            checkpoint_error = None
+        except UserError as exc:
+            loaded, checkpoint_error = None, exc
+        if loaded is not None and loaded.head is None:
+            raise UserError(
+                f"teacher {path}: the checkpoint has no classification head, so it gives "
+                "embeddings but no logits; use the checkpoint written by stage1_teacher.train"
+            )
         if loaded is not None:
             teacher = Teacher(
                 module=_CheckpointTeacher(loaded.model, loaded.head),
@@ -113,8 +124,10 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
             try:
                 module = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:  # torch raises RuntimeError/ValueError variants
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError(
-                    f"teacher {path}: neither an entkd checkpoint nor TorchScript ({exc})"
+                    f"teacher {path}: neither an entkd checkpoint ({checkpoint_error}) nor "
+                    f"TorchScript ({first_line})"
                 ) from None
             teacher = _from_module(module, arch=f"torchscript:{path.name}", sha256=_sha256(path))
     elif ":" in spec and not path.exists():
@@ -123,7 +136,11 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
             factory = getattr(importlib.import_module(module_name), factory_name)
         except (ImportError, AttributeError) as exc:
             raise UserError(f"teacher {spec!r}: cannot import factory ({exc})") from None
-        teacher = _from_module(factory(), arch=spec, sha256="")
+        module = factory()
+        if not isinstance(module, nn.Module):
+            raise UserError(f"teacher {spec!r}: the factory returned a "
+                            f"{type(module).__name__}, not a torch.nn.Module")
+        teacher = _from_module(module, arch=spec, sha256="")
         teacher.sha256 = _state_sha256(teacher.module)
     else:
         raise UserError(f"teacher {spec!r}: no such file, and not of the form module:factory")

@@ -8,6 +8,12 @@ written whole by a background thread. Ranks of a ``torchrun`` job take every
 ``world_size``-th missing shard, so a 2-rank dump equals a 1-rank dump row for row,
 and ``--resume`` recomputes only shards not marked complete.
 
+Float results of a CPU teacher depend (in the last bits) on the number of torch threads
+and on how rows are batched. Batches never cross a shard and ``--threads`` fixes the
+thread count, so a resumed dump (same options) or a torchrun dump with the same
+``--threads`` is bit-identical to an uninterrupted one. ``--threads 0`` (auto) gives the
+teacher the cores the ``--workers`` do not use.
+
 Examples::
 
     python -m stage1_teacher.dump --teacher exp/teacher/model.pt --data toy \\
@@ -19,11 +25,12 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,11 +43,17 @@ from tqdm import tqdm
 from speaker.augment import AugmentConfig
 from speaker.cli import run, setup_logging
 from speaker.data import LabelMap, Manifest
-from speaker.dataset import ViewRenderer
+from speaker.dataset import ViewRenderer, check_audio
 from speaker.errors import UserError
 from speaker.recipe import DataPaths, data_options
 from speaker.teacher import Teacher, load_teacher
-from speaker.training import DistContext, init_distributed, shutdown_distributed
+from speaker.training import (
+    DistContext,
+    init_distributed,
+    intra_op_threads,
+    shutdown_distributed,
+    unwrap_worker_errors,
+)
 from speaker.views import draw_view
 from stage1_teacher.soft_labels import FP16_MAX, summarize_logits
 from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
@@ -155,6 +168,20 @@ class BackgroundWriter:
             raise self.error
 
 
+class DiscardWriter:
+    """Stands in for :class:`BackgroundWriter` and writes nothing (benchmarks: the cost of
+    the loop without the writer)."""
+
+    def __init__(self, writer: StoreWriter):
+        self.busy_s = 0.0
+
+    def put(self, shard: int, block: RowBlock) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def make_spec(
     config: DumpConfig, teacher: Teacher, manifest: Manifest, label_map: LabelMap,
     render: ViewRenderer, bank_hash: str, embedding_dim: int,
@@ -210,9 +237,34 @@ def check_teacher(teacher: Teacher, label_map: LabelMap, probe: torch.Tensor) ->
     return 0 if emb is None else int(emb.shape[1])
 
 
+def settings_differences(stored: StoreSpec, spec: StoreSpec) -> list[str]:
+    """Settings in which ``spec`` differs from a store's, the dump's own ones (recorded in
+    ``extra``, e.g. ``run_seed``) named one by one rather than as "extra"."""
+    names: list[str] = []
+    for name in stored.differences(dataclasses.replace(spec, manifest_ids=stored.manifest_ids)):
+        if name != "extra":
+            names.append(name)
+            continue
+        old, new = stored.extra, spec.extra
+        for key in sorted(set(old) | set(new)):
+            if key == "dump":
+                a, b = old.get(key, {}), new.get(key, {})
+                names += [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            elif old.get(key) != new.get(key):
+                names.append(key)
+    return list(dict.fromkeys(names))
+
+
 def open_store(out: Path, spec: StoreSpec, resume: bool, ctx: DistContext) -> StoreWriter:
     """Rank 0 creates the store (or, resuming, checks it has these settings); the other
     ranks then open it."""
+    if resume and out.exists():
+        differing = settings_differences(StoreWriter.open(out).spec, spec)
+        if differing:
+            raise UserError(
+                f"{out} was dumped with different {', '.join(differing)} than this run; "
+                "resume only with the same settings (and teacher), or choose another --out"
+            )
     if ctx.is_main:
         if out.exists() and not resume:
             raise UserError(f"{out} exists; pass --resume to continue it or choose another --out")
@@ -225,12 +277,15 @@ def open_store(out: Path, spec: StoreSpec, resume: bool, ctx: DistContext) -> St
 def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowBlock:
     """Teacher forward on one batch -> the store's columns for its rows."""
     x, labels, utt, start, seed = batch
-    logits, emb = teacher(x.to(device))
+    logits, emb = teacher(x.to(device, non_blocking=True))
     bad = ~torch.isfinite(logits).all(dim=1)
+    if config.embeddings and emb is not None:
+        bad |= ~torch.isfinite(emb).all(dim=1) | (emb.abs() > FP16_MAX).any(dim=1)
     if bad.any():
         rows = utt[bad.cpu()].tolist()[:5]
-        raise UserError(f"teacher produced NaN/inf logits (utterance indices {rows}); nothing "
-                        "more is marked complete")
+        what = "logits or embeddings" if config.embeddings else "logits"
+        raise UserError(f"teacher produced NaN/inf {what} (utterance indices {rows}); shards "
+                        "written before stay complete, the rest are not marked complete")
     if logits.abs().max() > FP16_MAX:
         raise UserError(f"teacher logits exceed the float16 range ({FP16_MAX}); rescale them")
     soft = summarize_logits(logits, labels.to(device), config.topk, config.temperatures)
@@ -248,13 +303,35 @@ def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowB
 
 
 def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, resume: bool,
-         batch_size: int, workers: int) -> dict[str, float]:
-    """Write (or complete) the cache at ``out``; returns timing counters of this rank."""
+         batch_size: int, workers: int, threads: int = 0,
+         background_writer: Callable[[StoreWriter], BackgroundWriter | DiscardWriter]
+         = BackgroundWriter) -> dict[str, float]:
+    """Write (or complete) the cache at ``out``; returns timing counters of this rank.
+
+    ``threads``: torch threads for the teacher (0: auto, see
+    :func:`speaker.training.intra_op_threads`; the previous setting is restored on
+    return). ``background_writer``: what takes whole shards (:class:`DiscardWriter`
+    measures the loop without writing).
+    """
     ctx = init_distributed()
+    previous_threads = torch.get_num_threads()
+    intra_op_threads(threads, workers, ctx)
+    try:
+        return _dump(ctx, teacher_spec, data, config, out, resume, batch_size, workers,
+                     background_writer)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
+          resume: bool, batch_size: int, workers: int,
+          background_writer: Callable[[StoreWriter], BackgroundWriter | DiscardWriter],
+          ) -> dict[str, float]:
     teacher = load_teacher(teacher_spec, ctx.device)
     manifest = data.train_manifest()
     label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
     sample_rate = manifest[0].sample_rate
+    check_audio(manifest, sample_rate, "training manifest")
     bank = data.noise_bank(sample_rate)
     render = ViewRenderer(
         manifest, label_map, int(round(config.crop_seconds * sample_rate)), config.augment, bank,
@@ -270,25 +347,34 @@ def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, r
     mine = [(s, *writer.shard_rows_range(s))
             for s in writer.missing_shards(ctx.rank, ctx.world_size)]
     total = sum(stop - start for _, start, stop in mine)
-    loader = DataLoader(rows, batch_sampler=shard_batches(mine, batch_size), num_workers=workers)
-    assembler, background = ShardAssembler(mine), BackgroundWriter(writer)
-    forward_s, t0 = 0.0, time.perf_counter()
+    log.info("rank %d: %d of %d shards to write (%d rows), teacher on %s with %d threads, "
+             "%d workers", ctx.rank, len(mine), writer.num_shards, total, ctx.device,
+             torch.get_num_threads(), workers)
+    loader = DataLoader(rows, batch_sampler=shard_batches(mine, batch_size), num_workers=workers,
+                        pin_memory=ctx.device.startswith("cuda"))
+    assembler, background = ShardAssembler(mine), background_writer(writer)
+    forward_s = wait_s = 0.0
+    t0 = t1 = time.perf_counter()
     with tqdm(total=total, unit="row", desc=f"dump rank {ctx.rank}",
               disable=not ctx.is_main) as bar:
         try:
-            for batch in loader:
-                t1 = time.perf_counter()
+            for batch in unwrap_worker_errors(loader):  # a worker's UserError: one line
+                t2 = time.perf_counter()
+                wait_s += t2 - t1
                 part = batch_rows(teacher, batch, config, ctx.device)
-                forward_s += time.perf_counter() - t1
+                t1 = time.perf_counter()
+                forward_s += t1 - t2
                 for shard, block in assembler.add(part):
                     background.put(shard, block)
                 bar.update(len(part))
         finally:
             background.close()
-    ctx.barrier()
+    # No barrier here: each rank's shards are complete once its writer closed, and a rank
+    # with one shard more than the others (minutes on a CPU) would outlast the process
+    # group's timeout while the others waited for it.
     shutdown_distributed()
     return {"rows": total, "total_s": time.perf_counter() - t0, "forward_s": forward_s,
-            "write_s": background.busy_s}
+            "wait_s": wait_s, "write_s": background.busy_s}
 
 
 @click.command(context_settings={"show_default": True})
@@ -296,23 +382,40 @@ def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, r
               help="model.pt from stage1_teacher.train, a TorchScript file, or module:factory.")
 @data_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Store path (.zarr).")
-@click.option("--views-per-utt", type=int, default=4, help="Augmented crops per utterance (E).")
-@click.option("--crop-seconds", type=float, default=2.0)
-@click.option("--topk", type=int, default=32, help="Non-target classes kept per row (k).")
+@click.option("--views-per-utt", type=click.IntRange(min=1), default=4,
+              help="Augmented crops per utterance (E).")
+@click.option("--crop-seconds", type=click.FloatRange(min=0, min_open=True), default=2.0)
+@click.option("--topk", type=click.IntRange(min=1), default=32,
+              help="Non-target classes kept per row (k).")
 @click.option("--temperatures", default="1,2,4", help="Temperature grid for tail_lse.")
 @click.option("--aug-prob", type=float, default=0.6, help="Probability of noise/reverb per view.")
 @click.option("--speeds", default="1.0", help="Speed-perturbation factors, e.g. 1.0,0.9,1.1.")
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store teacher embeddings.")
-@click.option("--batch-size", type=int, default=64)
-@click.option("--workers", type=int, default=1, help="DataLoader workers preparing crops.")
-@click.option("--chunk-rows", type=int, default=4096)
-@click.option("--shard-rows", type=int, default=65536)
-@click.option("--seed", type=int, default=0, help="Run seed: every row's view derives from it.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--workers", type=click.IntRange(min=0), default=1,
+              help="DataLoader workers preparing crops.")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="Torch threads of the teacher (0: the CPU cores the workers leave free, "
+                   "or OMP_NUM_THREADS when set). Bit-identical resumes need the same value.")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=4096)
+@click.option("--shard-rows", type=click.IntRange(min=1), default=65536)
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Run seed: every row's view derives from it.")
 @click.option("--resume", is_flag=True, help="Complete an interrupted dump at --out.")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds: str,
-        batch_size: int, workers: int, resume: bool, verbose: bool, **opts) -> None:
-    """Run TEACHER once over augmented training crops and write the logit cache."""
+        batch_size: int, workers: int, threads: int, resume: bool, verbose: bool,
+        **opts) -> None:
+    """Run TEACHER once over augmented training crops and write the logit cache.
+
+    \b
+    Examples:
+      python -m stage1_teacher.dump --teacher exp/teacher/model.pt --data toy --out exp/logits.zarr
+      python -m stage1_teacher.dump ... --out exp/logits.zarr --resume     # after a kill
+      torchrun --nproc_per_node 2 -m stage1_teacher.dump --teacher exp/teacher/model.pt \\
+          --data toy --out exp/logits.zarr --threads 1
+      python -m stage1_teacher.dump --teacher mypkg.teachers:wavlm_ecapa --data toy --out w.zarr
+    """
     setup_logging(verbose)
     data = DataPaths.from_options(opts)
     config = DumpConfig(
@@ -321,9 +424,10 @@ def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds
         **opts,
     )
     stats = dump(teacher_spec, data, config, out, resume=resume, batch_size=batch_size,
-                 workers=workers)
+                 workers=workers, threads=threads)
     click.echo(f"wrote {stats['rows']} rows to {out} in {stats['total_s']:.1f} s "
-               f"(teacher {stats['forward_s']:.1f} s, writer {stats['write_s']:.1f} s)")
+               f"(teacher {stats['forward_s']:.1f} s, waiting for crops {stats['wait_s']:.1f} s, "
+               f"writer thread {stats['write_s']:.1f} s)")
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -333,5 +437,10 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise UserError(f"{option} {text!r}: expected comma-separated numbers") from None
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """``python -m stage1_teacher.dump``: bad input -> one ``error:`` line, exit 2."""
     run(cli, user_errors=(StoreError,))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""Benchmark the stage-1 dump: does the teacher set the pace, and what does the writer cost?
+
+\b
+In one run, on the same corpus, teacher and batches, side by side:
+  teacher_forward_s    the teacher forward + top-k summary (stage1_teacher.dump.batch_rows)
+                       over exactly the dump's batches, inputs pre-rendered in memory;
+  dump_total_s         the full dump() -- DataLoader workers rendering crops, the teacher,
+                       the background shard writer -- into a fresh store;
+  pipeline_no_write_s  the same dump() with the writer replaced by DiscardWriter.
+writer_overhead = dump_total / pipeline_no_write - 1 (the writer's share);
+overhead_vs_forward = dump_total / teacher_forward - 1 (crop rendering + writer; on a
+2-core CPU the workers compete with the teacher for the cores).
+
+Prints a table and, as its last line, one JSON object; writes docs/bench_dump.md.
+The teacher defaults to the demo preset's architecture (stage1_teacher.train, random
+init: the weights do not change the cost).
+
+\b
+Examples:
+  python scripts/bench_dump.py                     # toy corpus + demo-size teacher, ~4 min
+  python scripts/bench_dump.py --repeats 4         # 4 dumps with and 4 without writing
+  python scripts/bench_dump.py --arch ecapa --arch-opt channels=256 --arch-opt embed_dim=192
+  python scripts/bench_dump.py --corpus demo_out/toy --teacher demo_out/teacher/model.pt
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import psutil
+import torch
+import zarr
+from torch.utils.data import DataLoader
+
+from speaker.augment import AugmentConfig
+from speaker.cli import parse_options, setup_logging
+from speaker.data import LabelMap
+from speaker.dataset import ViewRenderer
+from speaker.models import build
+from speaker.models.checkpoint import save_checkpoint
+from speaker.models.heads import AAMSoftmax
+from speaker.recipe import DataPaths
+from speaker.teacher import load_teacher
+from speaker.toy import ToyConfig, generate
+from speaker.training import DistContext, intra_op_threads
+from stage1_teacher.dump import (
+    BackgroundWriter,
+    DiscardWriter,
+    DumpConfig,
+    ViewRows,
+    batch_rows,
+    dump,
+    shard_batches,
+)
+from stage1_teacher.train import PRESETS
+
+log = logging.getLogger("bench_dump")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _median(values) -> float:
+    return float(np.median(list(values)))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def make_corpus(out: Path, speakers: int, utts: int, duration: float) -> Path:
+    log.info("synthesising %d speakers x %d utterances x %.1f s", speakers, utts, duration)
+    generate(ToyConfig(speakers=speakers, utts_per_speaker=utts, duration=duration,
+                       test_speakers=2, seed=0), out, workers=_cores())
+    return out
+
+
+def make_teacher(path: Path, data: DataPaths, arch: str, arch_kwargs: dict[str, Any]) -> Path:
+    """A randomly initialised checkpoint with the corpus's label map (cost = trained cost)."""
+    label_map = LabelMap.from_manifest(data.train_manifest())
+    torch.manual_seed(0)
+    model = build(arch, **arch_kwargs).eval()
+    head = AAMSoftmax(model.embed_dim, label_map.num_classes)
+    save_checkpoint(path, arch=arch, arch_kwargs=arch_kwargs, model=model, head=head,
+                    label_map=label_map.to_dict(), config={"bench": True})
+    log.info("teacher %s(%s): %.2fM parameters, %d classes", arch, arch_kwargs,
+             sum(p.numel() for p in model.parameters()) / 1e6, label_map.num_classes)
+    return path
+
+
+def dump_batches(num_rows: int, config: DumpConfig, batch_size: int) -> list[list[int]]:
+    """The row batches a dump into a fresh store runs (every shard missing)."""
+    shards = [(s, start, min(start + config.shard_rows, num_rows))
+              for s, start in enumerate(range(0, num_rows, config.shard_rows))]
+    return shard_batches(shards, batch_size)
+
+
+def time_forward(teacher_spec: str, data: DataPaths, config: DumpConfig, batch_size: int,
+                 threads: int, device: str) -> tuple[float, float, int]:
+    """Seconds of batch_rows over the dump's batches with every input already in memory,
+    and the seconds it took to render those inputs with one worker per core."""
+    teacher = load_teacher(teacher_spec, device)
+    manifest = data.train_manifest()
+    label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
+    rate = manifest[0].sample_rate
+    render = ViewRenderer(manifest, label_map, int(round(config.crop_seconds * rate)),
+                          config.augment, data.noise_bank(rate), sample_rate=rate,
+                          input_kind=teacher.input_kind)
+    rows = ViewRows(render, config.views_per_utt, config.seed)
+    batches = dump_batches(len(rows), config, batch_size)
+    t0 = time.perf_counter()
+    loader = DataLoader(rows, batch_sampler=batches, num_workers=_cores())
+    inputs = list(loader)
+    render_s = time.perf_counter() - t0
+    log.info("pre-rendered %d rows in %d batches with %d workers in %.1f s", len(rows),
+             len(inputs), _cores(), render_s)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        batch_rows(teacher, inputs[0], config, device)  # warm-up (allocator, kernels)
+        t0 = time.perf_counter()
+        for batch in inputs:
+            batch_rows(teacher, batch, config, device)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(previous)
+    return seconds, render_s, len(rows)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the DataLoader workers)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def time_dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
+              batch_size: int, workers: int, threads: int, write: bool) -> dict[str, float]:
+    """Wall and CPU seconds of one whole dump() into a fresh store (+ its own counters).
+
+    CPU seconds (this process + its workers) are much less disturbed by other jobs on the
+    machine than wall seconds, so they tell the writer's cost where wall times are noisy.
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    cpu0, t0 = _cpu_s(), time.perf_counter()
+    stats = dump(teacher_spec, data, config, out, resume=False, batch_size=batch_size,
+                 workers=workers, threads=threads,
+                 background_writer=BackgroundWriter if write else DiscardWriter)
+    stats["wall_s"] = time.perf_counter() - t0
+    stats["cpu_s"] = _cpu_s() - cpu0
+    if write:
+        stats["store_mb"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
+    shutil.rmtree(out, ignore_errors=True)
+    return stats
+
+
+def _machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
+    return {
+        "cpu": f"{cpu}, {_cores()} cores usable ({os.cpu_count()} online), "
+               f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
+        "gpu": gpu,
+        "software": f"{platform.system()} {platform.release()}, Python "
+                    f"{platform.python_version()}, torch {torch.__version__}, zarr "
+                    f"{zarr.__version__}, numpy {np.__version__}",
+    }
+
+
+def write_markdown(path: Path, summary: dict[str, Any], runs: dict[str, list[dict[str, float]]],
+                   machine: dict[str, str], load: str, command: str) -> None:
+    s = summary["settings"]
+    dumps, dry = runs["dump"], runs["no_write"]
+    best = min(dumps, key=lambda r: r["wall_s"])
+    dump_cpu = _median(r["cpu_s"] for r in dumps)
+    dry_cpu = _median(r["cpu_s"] for r in dry)
+    lines = [
+        "# Stage-1 dump benchmark",
+        "",
+        f"Written by `{command}` on {datetime.now(UTC):%Y-%m-%d}; rerun it to refresh this "
+        "page (numbers from another machine or load will differ).",
+        "",
+        f"- Machine: {machine['cpu']}; GPU: {machine['gpu']}; {machine['software']}.",
+        f"- Load average (1, 5, 15 min): {load}. Other jobs may share these cores: expect "
+        "+/-30% noise in every time, and compare only numbers of one run.",
+        f"- Corpus: {s['utterances']} toy utterances ({s['corpus']}), {s['rows']} rows = "
+        f"{s['views_per_utt']} views x utterance, {s['crop_seconds']} s crops, augmentation "
+        f"probability {s['aug_prob']} (MUSAN-style noise + RIR reverb).",
+        f"- Teacher: {s['teacher']} ({s['parameters_m']:.2f}M parameters + head, "
+        f"{s['classes']} classes), input {s['input_kind']}, on {s['device']}.",
+        f"- Dump: batch {s['batch_size']}, {s['workers']} DataLoader worker(s), "
+        f"{s['teacher_threads']} teacher thread(s) (`--threads {s['threads_option']}`), "
+        f"k={s['topk']}, T={s['temperatures']}, chunks of {s['chunk_rows']} rows, shards of "
+        f"{s['shard_rows']} ({s['shards']} shards; all but the last are written while the "
+        "teacher works on the next).",
+        f"- Repeats: {s['repeats']} (dump and no-write dump alternate; the median of each "
+        "is reported -- robust to a run that other jobs slowed down or left alone).",
+        "",
+        "| measurement | seconds | rows/s |",
+        "|---|---:|---:|",
+        f"| teacher forward + top-k alone, inputs in memory | {summary['teacher_forward_s']:.2f} "
+        f"| {s['rows'] / summary['teacher_forward_s']:.1f} |",
+        f"| dump without writing (DiscardWriter) | {summary['pipeline_no_write_s']:.2f} "
+        f"| {s['rows'] / summary['pipeline_no_write_s']:.1f} |",
+        f"| full dump into a fresh store | {summary['dump_total_s']:.2f} "
+        f"| {summary['rows_per_s']:.1f} |",
+        "",
+        f"- **writer_overhead** = dump / no-write - 1 = **{summary['writer_overhead']:+.3f}** "
+        "(target <= 0.03). Wall times of two runs differ by more than that when other jobs "
+        "share the cores, so two steadier views of the same cost: CPU seconds of the dump "
+        "(process + workers) over those without writing - 1 = "
+        f"{summary['writer_overhead_cpu']:+.3f} ({dump_cpu:.1f} vs {dry_cpu:.1f} CPU s), and "
+        "the writer thread's busy time / dump time = "
+        f"{summary['writer_busy_share']:.4f}.",
+        f"- **overhead_vs_forward** = dump / forward - 1 = "
+        f"**{summary['overhead_vs_forward']:+.3f}**: what rendering crops and writing add to "
+        "the teacher's own time.",
+        f"- Inside the fastest full dump: teacher {best['forward_s']:.2f} s, waiting for crops "
+        f"{best['wait_s']:.2f} s, writer thread busy {best['write_s']:.2f} s (overlapped), "
+        f"setup (teacher, noise bank, store, workers) {best['wall_s'] - best['total_s']:.2f} s; "
+        f"store {best.get('store_mb', 0):.2f} MB.",
+        f"- Rendering the crops alone (one DataLoader worker per core, no teacher): "
+        f"{summary['render_all_cores_s']:.2f} s = "
+        f"{summary['render_all_cores_s'] * s['cores'] / s['rows'] * 1000:.1f} ms x cores per "
+        "crop (an upper bound on its CPU cost when other jobs share the cores). "
+        f"BLAS environment: {s['blas_env']}.",
+        "- All runs (wall seconds): dump "
+        + ", ".join(f"{r['wall_s']:.2f}" for r in dumps)
+        + "; no-write " + ", ".join(f"{r['wall_s']:.2f}" for r in dry)
+        + ". CPU seconds: dump " + ", ".join(f"{r['cpu_s']:.1f}" for r in dumps)
+        + "; no-write " + ", ".join(f"{r['cpu_s']:.1f}" for r in dry) + ".",
+        "",
+        "Summary line printed by the script:",
+        "",
+        "```json",
+        json.dumps(summary),
+        "```",
+        "",
+    ]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+
+
+@click.command(help=__doc__)
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Prepared data root to reuse (default: synthesise one).")
+@click.option("--speakers", type=click.IntRange(min=2), default=40, show_default=True)
+@click.option("--utts-per-speaker", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--duration", type=float, default=3.0, show_default=True,
+              help="Mean utterance seconds of a synthesised corpus.")
+@click.option("--teacher", "teacher_spec", default=None,
+              help="Teacher to time (checkpoint, TorchScript, module:factory); default: a "
+                   "random-init --arch checkpoint.")
+@click.option("--arch", default=None, help="Default: the demo preset's teacher architecture.")
+@click.option("--arch-opt", multiple=True, help="key=value (default: the demo preset's).")
+@click.option("--views-per-utt", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--crop-seconds", type=float, default=2.0, show_default=True)
+@click.option("--topk", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Teacher threads, as dump's --threads (0: auto).")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--shard-rows", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Dumps with and without writing, alternating; the medians are reported.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=ROOT / "docs" / "bench_dump.md", show_default=True,
+              help="Markdown report to write.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where corpus, teacher and stores go (default: a new temp dir).")
+def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: float,
+         teacher_spec: str | None, arch: str | None, arch_opt: tuple[str, ...],
+         views_per_utt: int, crop_seconds: float, topk: int, batch_size: int, workers: int,
+         threads: int, chunk_rows: int, shard_rows: int, repeats: int, out: Path,
+         workdir: Path | None) -> None:
+    setup_logging()
+    load_start = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    own_dir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="bench_dump_")) if own_dir else workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if corpus is None:
+            corpus = make_corpus(workdir / "toy", speakers, utts_per_speaker, duration)
+            corpus_desc = (f"synthesised: {speakers} speakers x {utts_per_speaker} x "
+                           f"~{duration:g} s")
+        else:
+            corpus_desc = str(corpus)
+        data = DataPaths(data=corpus)
+        if teacher_spec is None:
+            preset = PRESETS["demo"]
+            arch = arch or preset.arch
+            kwargs = parse_options(arch_opt) if arch_opt else (
+                dict(preset.arch_kwargs) if arch == preset.arch else {})
+            teacher_spec = str(make_teacher(workdir / "teacher.pt", data, arch, kwargs))
+            teacher_desc = f"{arch} {kwargs}, random init"
+        else:
+            teacher_desc = teacher_spec
+        config = DumpConfig(views_per_utt=views_per_utt, crop_seconds=crop_seconds, topk=topk,
+                            augment=AugmentConfig(aug_prob=0.6), chunk_rows=chunk_rows,
+                            shard_rows=shard_rows)
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        previous = torch.get_num_threads()
+        dump_threads = intra_op_threads(threads, workers, DistContext(device=device))
+        torch.set_num_threads(previous)
+        teacher = load_teacher(teacher_spec)
+        classes = LabelMap.from_manifest(data.train_manifest()).num_classes
+        if topk > classes - 1:
+            raise click.UsageError(f"--topk {topk} needs more than {topk} classes; the corpus "
+                                   f"has {classes} (use more --speakers or a smaller --topk)")
+
+        log.info("(1) teacher forward alone, %d threads", dump_threads)
+        forward_s, render_s, rows = time_forward(teacher_spec, data, config, batch_size, dump_threads,
+                                       device)
+        runs: dict[str, list[dict[str, float]]] = {"no_write": [], "dump": []}
+        for i in range(repeats):  # alternate the order: neither always runs first
+            for name in ("no_write", "dump") if i % 2 == 0 else ("dump", "no_write"):
+                log.info("(%s) %s, repeat %d of %d", "3" if name == "no_write" else "2", name,
+                         i + 1, repeats)
+                runs[name].append(time_dump(teacher_spec, data, config, workdir / f"{name}.zarr",
+                                            batch_size, workers, threads, name == "dump"))
+        probe = next(iter(runs["dump"]))
+    finally:
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    dump_s = _median(r["wall_s"] for r in runs["dump"])
+    dry_s = _median(r["wall_s"] for r in runs["no_write"])
+    dump_cpu = _median(r["cpu_s"] for r in runs["dump"])
+    dry_cpu = _median(r["cpu_s"] for r in runs["no_write"])
+    best = min(runs["dump"], key=lambda r: r["wall_s"])
+    assert probe["rows"] == rows, (probe["rows"], rows)
+    settings = {
+        "corpus": corpus_desc,
+        "utterances": rows // views_per_utt,
+        "rows": rows,
+        "views_per_utt": views_per_utt,
+        "crop_seconds": crop_seconds,
+        "aug_prob": config.augment.aug_prob,
+        "teacher": teacher_desc,
+        "parameters_m": round(sum(p.numel() for p in teacher.module.parameters()) / 1e6, 3),
+        "classes": int(classes),
+        "input_kind": teacher.input_kind,
+        "device": device,
+        "batch_size": batch_size,
+        "workers": workers,
+        "threads_option": threads,
+        "teacher_threads": dump_threads,
+        "cores": _cores(),
+        "topk": topk,
+        "temperatures": list(config.temperatures),
+        "chunk_rows": chunk_rows,
+        "shard_rows": shard_rows,
+        "shards": -(-rows // shard_rows),
+        "repeats": repeats,
+        "blas_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    }
+    summary = {
+        "teacher_forward_s": round(forward_s, 3),
+        "dump_total_s": round(dump_s, 3),
+        "pipeline_no_write_s": round(dry_s, 3),
+        "writer_overhead": round(dump_s / dry_s - 1, 4),
+        "overhead_vs_forward": round(dump_s / forward_s - 1, 4),
+        "rows": rows,
+        "rows_per_s": round(rows / dump_s, 2),
+        # less noisy views of the writer's cost: CPU seconds (process + workers) with and
+        # without writing, and the writer thread's busy time as a share of the dump
+        "writer_overhead_cpu": round(dump_cpu / dry_cpu - 1, 4),
+        "writer_busy_share": round(best["write_s"] / best["wall_s"], 4),
+        # crops alone: rendering every row with one DataLoader worker per core
+        "render_all_cores_s": round(render_s, 3),
+        "settings": settings,
+    }
+    load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    command = "python scripts/bench_dump.py" + "".join(
+        f" {a}" for a in sys.argv[1:])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_markdown(out, summary, runs, _machine(),
+                   f"{load_start} at the start, {load_end} at the end", command)
+    log.info("wrote %s", out)
+
+    table = [
+        ("teacher forward + top-k (inputs in memory)", forward_s),
+        ("dump without writing (DiscardWriter)", dry_s),
+        ("full dump (workers + teacher + writer)", dump_s),
+    ]
+    click.echo(f"{'measurement':<44s} {'seconds':>9s} {'rows/s':>9s}")
+    for name, seconds in table:
+        click.echo(f"{name:<44s} {seconds:9.2f} {rows / seconds:9.1f}")
+    click.echo(f"writer_overhead {summary['writer_overhead']:+.4f}   "
+               f"overhead_vs_forward {summary['overhead_vs_forward']:+.4f}")
+    click.echo(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
