@@ -42,7 +42,7 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(speakers=200, utts_per_speaker=10, test_speakers=100, teacher_epochs=8,
-                     views_per_utt=2, student_epochs=4, topk=32),
+                     views_per_utt=1, student_epochs=3, topk=32),
     "quick": DemoSize(speakers=16, utts_per_speaker=4, test_speakers=8, teacher_epochs=2,
                       views_per_utt=2, student_epochs=2, topk=8),
 }
@@ -114,7 +114,7 @@ def run_demo(out: Path, size: DemoSize, workers: int) -> str:
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny corpus and 1-2 epochs (a smoke run).")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=int, default=0, show_default=True,
               help="DataLoader workers per step.")
 def main(out: Path, quick: bool, workers: int) -> None:
     """Run the whole demo into OUT and print the results table."""
