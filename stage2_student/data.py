@@ -1,11 +1,14 @@
 """Stream cache rows as student training batches, replaying each row's exact crop.
 
-Each DataLoader worker streams its own disjoint share of the store's chunks
-(``StoreReader.iter_blocks`` splits by rank and worker, shuffles chunk order per
-epoch with a bounded buffer), rebuilds every row's augmented crop from
-``(utt, start, seed)``, computes its fbank (dither from the same seed), and turns
-the cached teacher columns into bucket probabilities with the Numba kernel — on the
-loader side, so the trainer only sees ready tensors.
+Every rank streams its disjoint share of the store's chunks (``StoreReader.iter_blocks``
+splits by rank, shuffles chunk order per epoch with a bounded buffer) and cuts it into
+batches; DataLoader worker ``w`` of ``W`` renders batches ``w, w + W, ...`` of that one
+sequence, so the loader returns the same batches in the same order for any number of
+workers (a run resumed with another ``--workers`` gives the same weights). Rendering a
+batch rebuilds every row's augmented crop from ``(utt, start, seed)``, computes its fbank
+(dither from the same seed), and turns the cached teacher columns into bucket
+probabilities with the Numba kernel — on the loader side, so the trainer only sees ready
+tensors.
 
 Example::
 
@@ -26,7 +29,6 @@ from torch.utils.data import IterableDataset, get_worker_info
 from speaker.data import Manifest
 from speaker.dataset import ViewRenderer
 from speaker.errors import UserError
-from speaker.features import fbank
 from stage2_student.kernels import TeacherBuckets, teacher_probs
 from store import RowBlock, StoreReader
 
@@ -46,9 +48,12 @@ class StudentBatch:
     feats: torch.Tensor  # [B, frames, 80]
     labels: torch.Tensor  # [B] int64
     topk_index: torch.Tensor  # [B, k'] int64
-    teacher: TeacherBuckets  # binary [B, 2], nontarget [B, k'+1], full [B, k'+2] (numpy)
+    teacher: TeacherBuckets | None  # binary [B,2], nontarget [B,k'+1], full [B,k'+2] (numpy);
+    # None when the views were built with buckets=False
     teacher_emb: torch.Tensor | None  # [B, D] when the cache has embeddings
     waves: torch.Tensor | None  # [B, samples] for a live waveform teacher
+    utt: torch.Tensor | None = None  # [B] int64 manifest index of each row
+    seed: torch.Tensor | None = None  # [B] int64 view seed of each row (identifies it)
 
 
 def open_cache(request: CacheRequest, manifest: Manifest) -> tuple[StoreReader, int, int]:
@@ -74,6 +79,7 @@ class CachedViews(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         keep_waves: bool = False,
+        buckets: bool = True,
     ):
         self.request = request
         self.render = render
@@ -82,24 +88,28 @@ class CachedViews(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.keep_waves = keep_waves
+        self.buckets = buckets  # False: skip the kernel (CE, embedding KD, online KD)
         self.epoch = 0
         # The reader travels to DataLoader workers as its path and reopens there.
         self.reader, self.k_prime, self.t_index = open_cache(request, render.manifest)
         self.spec = self.reader.spec
+        if buckets:
+            # Compile (or load from Numba's disk cache) the kernel here, once: DataLoader
+            # workers are forked anew every epoch and would each pay ~0.2 s for it.
+            self._buckets(np.zeros(1, np.float32), np.zeros((1, self.spec.k), np.float16),
+                          np.zeros(1, np.float32))
 
-    def batches_per_epoch(self, num_workers: int) -> int:
+    def batches_per_epoch(self, num_workers: int = 1) -> int:
         """Full batches every rank yields in any epoch (the minimum over ranks, so DDP
-        ranks stay in lock-step). Each worker drops its own last partial batch; which
-        chunks a worker gets changes per epoch but not how many, so count each worker's
-        rows as if it held the store's one short last chunk."""
+        ranks stay in lock-step); the same for any ``num_workers``. A rank drops its last
+        partial batch; which chunks a rank gets changes per epoch but not how many, so
+        each rank's rows are counted as if it held the store's one short last chunk."""
         spec = self.spec
         short = spec.num_chunks * spec.chunk_rows - spec.num_rows
-        def batches(rank: int, worker: int) -> int:
-            count = len(self.reader.chunks_for(0, self.seed, rank, self.world_size, worker,
-                                               num_workers))
-            return max(count * spec.chunk_rows - short, 0) // self.batch_size
-        return min(sum(batches(r, w) for w in range(num_workers))
-                   for r in range(self.world_size))
+        counts = [len(self.reader.chunks_for(0, self.seed, rank, self.world_size))
+                  for rank in range(self.world_size)]
+        return min(max(count * spec.chunk_rows - short, 0) // self.batch_size
+                   for count in counts)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -107,19 +117,16 @@ class CachedViews(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        pending: list[RowBlock] = []
-        size = 0
-        for block in self.reader.iter_blocks(
-            self.epoch, self.seed, rank=self.rank, world_size=self.world_size,
-            worker=worker, num_workers=workers,
-        ):
-            pending.append(block)
-            size += len(block)
-            while size >= self.batch_size:
-                rows = RowBlock.concat(pending)
-                yield self._batch(rows.slice(0, self.batch_size))
-                rest = rows.slice(self.batch_size, len(rows))
-                pending, size = [rest], len(rest)
+        # Every worker reads the rank's whole row sequence (reading and decompressing a
+        # row costs microseconds, rendering it milliseconds) and renders its share.
+        blocks = self.reader.iter_blocks(self.epoch, self.seed, rank=self.rank,
+                                         world_size=self.world_size,
+                                         block_rows=self.batch_size)
+        for index, rows in enumerate(blocks):
+            if len(rows) < self.batch_size:
+                return  # only the last block is short
+            if index % workers == worker:
+                yield self._batch(rows)
 
     def _batch(self, rows: RowBlock) -> StudentBatch:
         waves, feats, labels = [], [], []
@@ -132,18 +139,10 @@ class CachedViews(IterableDataset):
                     f"{label}, cache says {cached}: the manifest or speeds differ from the dump's"
                 )
             waves.append(wave)
-            feats.append(fbank(wave, seed=int(seed), sample_rate=self.render.sample_rate))
+            feats.append(self.render.features(wave, int(seed)))
             labels.append(label)
-        teacher = self.spec.teacher
-        buckets = teacher_probs(
-            rows.target_logit,
-            rows.topk_logit,
-            np.ascontiguousarray(rows.tail_lse[:, self.t_index]),
-            self.k_prime,
-            self.request.temperature,
-            scale=teacher.scale if self.request.teacher_margin else None,
-            margin=teacher.margin if self.request.teacher_margin else 0.0,
-        )
+        buckets = None if not self.buckets else self._buckets(
+            rows.target_logit, rows.topk_logit, rows.tail_lse[:, self.t_index])
         return StudentBatch(
             feats=torch.stack(feats),
             labels=torch.as_tensor(np.asarray(labels), dtype=torch.int64),
@@ -152,4 +151,23 @@ class CachedViews(IterableDataset):
             teacher_emb=None if rows.embedding is None
             else torch.from_numpy(rows.embedding.astype(np.float32)),
             waves=torch.from_numpy(np.stack(waves)) if self.keep_waves else None,
+            utt=torch.from_numpy(rows.utt.astype(np.int64)),
+            seed=torch.from_numpy(rows.seed.astype(np.int64)),
+        )
+
+    def _buckets(self, target_logit: np.ndarray, topk_logit: np.ndarray,
+                 tail_lse: np.ndarray) -> TeacherBuckets:
+        teacher = self.spec.teacher
+        return teacher_probs(
+            target_logit,
+            topk_logit,
+            np.ascontiguousarray(tail_lse),
+            self.k_prime,
+            self.request.temperature,
+            scale=teacher.scale if self.request.teacher_margin else None,
+            margin=teacher.margin if self.request.teacher_margin else 0.0,
+            # One batch is one parallel task anyway (the kernel splits 512-row chunks), and
+            # a parallel call starts Numba's OpenMP team, whose threads then keep competing
+            # with torch: measured 2 ms -> 114 ms per fbank for the rest of the process.
+            parallel=False,
         )

@@ -61,6 +61,9 @@ def _named_paths(pairs: tuple[str, ...]) -> dict[str, Path]:
             name, path = Path(pair).parent.name, pair
         if not Path(path).is_file():
             raise UserError(f"--model {pair!r}: no such checkpoint file {path}")
+        if name in models:
+            raise UserError(f"--model {pair!r}: the name {name!r} is used twice; give each "
+                            "model its own NAME=checkpoint.pt")
         models[name] = Path(path)
     return models
 

@@ -22,6 +22,7 @@ Examples::
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from speaker.cli import parse_options, run, setup_logging, write_json
 from speaker.data import LabelMap
 from speaker.dataset import ViewRenderer
 from speaker.errors import UserError
-from speaker.evaluation import evaluate_model
+from speaker.evaluation import VerificationResult, evaluate_model
 from speaker.metrics import plot_det
 from speaker.models import build
 from speaker.models.heads import AAMSoftmax
@@ -95,6 +96,12 @@ def check_request(config: StudentConfig, views: CachedViews, live: Teacher | Non
         if teacher_dim and teacher_dim != embed_dim:
             raise UserError(f"--loss emb: the student's embedding has {embed_dim} dims, the "
                             f"teacher's {teacher_dim}; pass --arch-opt embed_dim={teacher_dim}")
+    if live is not None and live.label_map is not None and (
+            json.dumps(live.label_map, sort_keys=True) != json.dumps(spec.label_map,
+                                                                      sort_keys=True)):
+        raise UserError(f"--teacher {config.online_teacher}: its classes (label map) differ "
+                        f"from the ones {views.request.path} was dumped with; online KD "
+                        "needs a teacher over the same speakers")
     if live is not None and live.sha256 != spec.teacher.checkpoint_sha256:
         log.warning("the live teacher is not the one the cache was dumped with")
 
@@ -119,24 +126,28 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         AugmentConfig.from_dict(spec.augment), bank, sample_rate=sample_rate,
     )
     views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
-                        ctx.world_size, keep_waves=live is not None and live.input_kind == "wave")
+                        ctx.world_size, keep_waves=live is not None and live.input_kind == "wave",
+                        buckets=live is None and config.distill.loss in ("kd", "dkd"))
     torch.manual_seed(config.seed)
     model = build(config.arch, **config.arch_kwargs)
     check_request(config, views, live, model.embed_dim)
     head = AAMSoftmax(model.embed_dim, spec.num_classes, scale=config.schedule.scale)
-    steps = views.batches_per_epoch(max(config.workers, 1))
+    steps = views.batches_per_epoch()
     if steps == 0:
         raise UserError(f"--batch-size {config.batch_size} is larger than the rows each "
-                        f"worker streams from {cache}")
+                        f"rank streams from {cache}")
     evaluate = None
+    evaluated: list[VerificationResult] = []  # the latest evaluation, if any
     if data.has_test:
         test_manifest, trials = data.test_set()
 
         def evaluate(m: torch.nn.Module) -> dict[str, float]:
-            return evaluate_model(m, test_manifest, trials, render.reader, ctx.device).summary()
+            result = evaluate_model(m, test_manifest, trials, render.reader, ctx.device)
+            evaluated[:] = [result]
+            return result.summary()
 
     out.mkdir(parents=True, exist_ok=True)
-    config_dict = {"kind": "student", **asdict(config), "cache": str(cache),
+    config_dict = {"kind": "student", **asdict(config), "cache": str(cache.absolute()),
                    "data": data.to_dict()}
     trainer = Trainer(
         SpeakerNet(model, head), config.schedule, epochs=config.epochs, steps_per_epoch=steps,
@@ -159,7 +170,9 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
     trainer.fit(batches, distill_step(config.distill, live, ctx.device))
     final = trainer.history[-1] if trainer.history else {}
     if ctx.is_main and evaluate is not None:
-        result = evaluate_model(model, test_manifest, trials, render.reader, ctx.device)
+        # The trainer evaluates after the last epoch; a resumed finished run ran none.
+        result = evaluated[-1] if evaluated else evaluate_model(
+            model, test_manifest, trials, render.reader, ctx.device)
         final = {**final, **result.summary()}
         plot_det({out.name: result.det()}, out / "det.png")
         write_json(out / "results.json", {"history": trainer.history, "final": final})
@@ -205,12 +218,14 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
               help="Apply the teacher's AAM margin to its cached target logit.")
 @click.option("--teacher", "online_teacher", default=None,
               help="Online KD: a live teacher (checkpoint/TorchScript/module:factory).")
-@click.option("--epochs", type=int, default=10)
-@click.option("--batch-size", type=int, default=64)
-@click.option("--lr", type=float, default=0.1)
-@click.option("--final-lr", type=float, default=1e-3)
-@click.option("--eval-every", type=int, default=0, help="Evaluate every N epochs (0: last).")
-@click.option("--workers", type=int, default=1, help="DataLoader workers replaying crops.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1)
+@click.option("--final-lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
+@click.option("--eval-every", type=click.IntRange(min=0), default=0,
+              help="Evaluate every N epochs (0: last).")
+@click.option("--workers", type=click.IntRange(min=0), default=1,
+              help="DataLoader workers replaying crops (the result does not depend on it).")
 @click.option("--seed", type=int, default=0)
 @click.option("--resume", is_flag=True, help="Continue from OUT/model.pt.")
 @click.option("-v", "--verbose", is_flag=True)

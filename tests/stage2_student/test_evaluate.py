@@ -1,0 +1,69 @@
+"""``python -m stage2_student.evaluate``: several checkpoints scored on one trial list ->
+results.json, results.md and one DET plot; bad --model arguments as one error line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stage2_student.evaluate import cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def final_eer(run_dir: Path) -> float:
+    return json.loads((run_dir / "results.json").read_text())["final"]["eer"]
+
+
+def test_report_for_a_teacher_and_a_student(student_cache, student_run, tmp_path: Path,
+                                            run_cli):
+    out = tmp_path / "eval"
+    result = run_cli(cli, ["--data", student_cache.corpus, "--out", out,
+                           "--model", student_cache.teacher,  # named after its directory
+                           "--model", f"xvector-dkd={student_run.out / 'model.pt'}"])
+    assert result.exit_code == 0, result.stderr
+    summaries = json.loads((out / "results.json").read_text())
+    assert list(summaries) == ["teacher", "xvector-dkd"]
+    for s in summaries.values():
+        assert set(s) == {"eer", "min_dcf_0.01", "min_dcf_0.05"}
+        assert all(0.0 <= v <= 1.0 for v in s.values())
+    # the same embeddings, scores and metrics as the runs' own final evaluations
+    assert summaries["teacher"]["eer"] == final_eer(student_cache.teacher.parent)
+    assert summaries["xvector-dkd"]["eer"] == final_eer(student_run.out)
+
+    table = (out / "results.md").read_text()
+    assert result.stdout == table
+    lines = table.splitlines()
+    assert lines[0].startswith("| model | EER (%)") and len(lines) == 4
+    assert lines[2].startswith("| teacher | ") and lines[3].startswith("| xvector-dkd | ")
+    assert f"{100 * summaries['teacher']['eer']:.2f}" in lines[2]
+    png = (out / "det.png").read_bytes()
+    assert png.startswith(PNG) and len(png) > 5000
+
+
+@pytest.mark.parametrize("models, words", [
+    (["{teacher}", "{teacher}"], ["'teacher'", "twice"]),
+    (["a={missing}"], ["no such checkpoint file"]),
+])
+def test_bad_model_arguments(models, words, student_cache, tmp_path: Path, run_cli):
+    out = tmp_path / "eval"
+    args = ["--data", student_cache.corpus, "--out", out]
+    for m in models:
+        args += ["--model", m.format(teacher=student_cache.teacher, missing=tmp_path / "no.pt")]
+    result = run_cli(cli, args)
+    assert result.exit_code == 2
+    assert len(result.error_lines) == 1 and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.error_lines[0], result.error_lines[0]
+    assert not out.exists()
