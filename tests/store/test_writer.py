@@ -134,7 +134,6 @@ def _run_writer(path: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("die_after", ["data", "partial"])
 def test_self_kill_inside_shard_then_resume(tmp_path, die_after):
     path = tmp_path / "killed.zarr"
@@ -150,7 +149,6 @@ def test_self_kill_inside_shard_then_resume(tmp_path, die_after):
     _assert_same_rows(StoreReader.open(path), _reference(tmp_path))
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_point_then_resume(tmp_path):
     path = tmp_path / "killed.zarr"
     StoreWriter.create(path, synthetic_spec(**PROC_SPEC))
@@ -170,7 +168,6 @@ def test_sigkill_at_random_point_then_resume(tmp_path):
     _assert_same_rows(StoreReader.open(path), _reference(tmp_path))
 
 
-@pytest.mark.slow
 def test_two_processes_write_disjoint_shards(tmp_path, capsys, monkeypatch):
     path = tmp_path / "shared.zarr"
     StoreWriter.create(path, synthetic_spec(**PROC_SPEC))
