@@ -16,10 +16,12 @@ the same steps: ``loader`` (the cached-mode DataLoader alone, same workers) agai
 ``loader_ce`` (without teacher buckets), and ``student`` (cached-DKD train steps on batches
 loaded beforehand) against ``student_ce`` (CE steps on the same batches): they split the
 cached-over-CE cost into its loader and trainer parts. After a warm-up round, ``--repeats``
-rounds; what is compared runs back to back, in alternating order, and a ratio is the
-median of its per-round ratios. Prints a table, writes ``--out`` and ends with one JSON
+rounds; within a round every run replays the same rows (one epoch's shuffle), what is
+compared runs back to back, in alternating order, and a ratio is the median of its
+per-round ratios. Prints a table, writes ``--out`` and ends with one JSON
 line: cached_over_ce_epoch, online_over_cached_epoch, loader_rows_per_s,
-student_rows_per_s, the two part ratios and the settings.
+student_rows_per_s, the two part ratios, the kernel's and the DKD term's own cost per
+batch, and the settings.
 
 \b
 Examples:
@@ -150,8 +152,7 @@ class Bench:
 
     def loader(self, mode: str) -> Iterable[StudentBatch]:
         views = self.views[mode]
-        self.epoch += 1  # a new shuffle each time, as successive epochs get
-        views.set_epoch(self.epoch)
+        views.set_epoch(self.epoch)  # the round's epoch: every run renders the same crops
         return itertools.islice(DataLoader(views, batch_size=None, num_workers=self.workers),
                                 self.steps)
 
@@ -239,6 +240,7 @@ def timed_rounds(bench: Bench, repeats: int) -> dict[str, list[float]]:
     one_round(1)
     bench.steps = steps
     for r in range(repeats):
+        bench.epoch = r + 1  # a new shuffle each round, the same rows for all its runs
         got = one_round(r)
         for name in names:
             times[name].append(got[name])
@@ -262,6 +264,7 @@ def cpu_name() -> str:
 
 def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> None:
     settings = summary["settings"]
+    per_step = {r["name"]: r["ms_per_step"] for r in rows}
     added = 100 * (summary["kernel_ms_per_batch"] + summary["dkd_loss_ms_per_step"]) \
         / summary["ce_ms_per_step"]
     lines = [
@@ -292,7 +295,8 @@ def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> 
         "- `student`: cached-DKD train steps on batches loaded beforehand; `student_ce`: CE "
         "steps on the same batches.",
         f"- cached / CE epoch: **{summary['cached_over_ce_epoch']:.3f}**; online / cached "
-        f"epoch: **{summary['online_over_cached_epoch']:.3f}**; its parts: loader "
+        f"epoch: **{summary['online_over_cached_epoch']:.3f}** (cached / CE per round: "
+        f"{', '.join(f'{x:.3f}' for x in summary['cached_over_ce_rounds'])}); its parts: loader "
         f"{summary['loader_cached_over_ce']:.3f}, trainer {summary['student_cached_over_ce']:.3f}.",
         f"- What cached DKD adds, timed alone (best of 200): the teacher-bucket kernel "
         f"{summary['kernel_ms_per_batch']:.3f} ms per batch (in the loader worker), the DKD "
@@ -300,9 +304,13 @@ def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> 
         f"against {summary['ce_ms_per_step']:.0f} ms per step of a CE epoch: "
         f"{added:.2f}% more work.",
         "",
-        "When `loader` rows/s is below `student` rows/s, the epochs are bound by the data "
-        "path (replaying crops), which CE, cached and online training share; the cached "
-        "soft labels then cost only the per-batch kernel and the loss terms.",
+        f"A CE step takes {per_step['ce']:.0f} ms; loading alone {per_step['loader_ce']:.0f} "
+        f"ms and training alone {per_step['student_ce']:.0f} ms: "
+        f"{per_step['loader_ce'] + per_step['student_ce']:.0f} ms if they never overlapped, "
+        f"{max(per_step['loader_ce'], per_step['student_ce']):.0f} ms if they always did (the "
+        "loader worker and the trainer share the cores, with each other and any other job). "
+        "Either way the data path (replaying crops) is shared by CE, cached and online "
+        "training; cached soft labels add only the per-batch kernel and the loss term.",
         "",
         "## Summary (the script's last line)",
         "",
@@ -388,6 +396,8 @@ def cli(workdir: Path, speakers: int, utts_per_speaker: int, duration: float,
     }
     summary = {
         "cached_over_ce_epoch": round(ratio("cached", "ce"), 4),
+        "cached_over_ce_rounds": [round(a / b, 3) for a, b in zip(times["cached"], times["ce"],
+                                                                   strict=True)],
         "online_over_cached_epoch": round(ratio("online", "cached"), 4),
         "loader_rows_per_s": round(rows_per_run / statistics.median(times["loader"]), 1),
         "student_rows_per_s": round(rows_per_run / statistics.median(times["student"]), 1),

@@ -49,6 +49,7 @@ from speaker.training import (
     SpeakerNet,
     Trainer,
     init_distributed,
+    intra_op_threads,
     shutdown_distributed,
 )
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
@@ -110,6 +111,7 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
                   resume: bool) -> dict:
     """Train (or resume) one student into ``out``; returns the final evaluation."""
     ctx = init_distributed()
+    intra_op_threads(0, config.workers, ctx)  # leave the cores the loader workers use
     manifest = data.train_manifest()
     request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
                            config.teacher_margin)
