@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,3 +245,32 @@ def student_run(student_cache: StudentCache,
     finally:
         torch.set_num_threads(threads)
     return run
+
+
+def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str]) -> int:
+    """Run a training CLI, SIGKILL it as soon as ``out/model.pt`` exists; -> the epoch
+    that checkpoint holds (the caller checks it is mid-run)."""
+    from speaker.models.checkpoint import load_checkpoint
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "model.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return load_checkpoint(out / "model.pt").state["epoch"]
+
+
+@pytest.fixture
+def sigkill_once_checkpointed() -> Callable[[list[str], Path, dict[str, str]], int]:
+    """The kill half of the kill-then-resume tests of teacher and student training."""
+    return _sigkill_once_checkpointed

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,27 +156,13 @@ def test_resume_of_finished_run_allows_other_workers(toy_corpus: Path, reference
 
 
 def test_sigkilled_run_resumes_bit_identically(toy_corpus: Path, reference: Path,
-                                               tmp_path: Path):
+                                               tmp_path: Path, sigkill_once_checkpointed):
     """A real ``python -m stage1_teacher.train`` killed with SIGKILL once its first
     checkpoint exists, then the same command with --resume."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "stage1_teacher.train", *tiny_args(toy_corpus, out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "model.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = load_checkpoint(out / "model.pt").state["epoch"]
+    killed_at = sigkill_once_checkpointed(command, out, env)
     assert 1 <= killed_at < EPOCHS, "the run finished before it could be killed"
     assert not (out / "results.json").exists()
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,28 +106,15 @@ def test_two_architectures_train_from_one_cache(reference: Path, student_cache, 
 
 
 def test_sigkilled_run_resumes_to_the_same_weights(student_run, reference: Path,
-                                                    tmp_path: Path):
+                                                    tmp_path: Path,
+                                                    sigkill_once_checkpointed):
     """A real ``python -m stage2_student.train`` (one loader worker) SIGKILLed once its first
     checkpoint exists, then the same command with --resume, ends with the weights, history
     and results of the uninterrupted in-process run (no workers)."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "stage2_student.train", *student_run.command(out),
                "--workers", "1"]
-    proc = subprocess.Popen(command, cwd=REPO, env=ONE_THREAD, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "model.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = load_checkpoint(out / "model.pt").state["epoch"]
+    killed_at = sigkill_once_checkpointed(command, out, ONE_THREAD)
     assert 1 <= killed_at < EPOCHS, "the run finished before it could be killed"
     assert not (out / "results.json").exists()
 
