@@ -126,14 +126,18 @@ def ce_step(net, batch, epoch):
     return loss, {"loss": loss.item()}
 
 
+SGD_SCHEDULE = Schedule(lr=0.1, final_lr=0.01, warmup_epochs=1, margin_increase_start=1,
+                        margin_fix_start=2)
+
+
 def make_trainer(path: Path, epochs: int = 3, config: dict | None = None,
-                 label_map: dict | None = None, evaluate=None) -> Trainer:
+                 label_map: dict | None = None, evaluate=None,
+                 schedule: Schedule = SGD_SCHEDULE) -> Trainer:
     torch.manual_seed(0)
     net = SpeakerNet(Tiny(), AAMSoftmax(8, 4))
     return Trainer(
         net,
-        Schedule(lr=0.1, final_lr=0.01, warmup_epochs=1, margin_increase_start=1,
-                 margin_fix_start=2),
+        schedule,
         epochs=epochs,
         steps_per_epoch=4,
         checkpoint=CheckpointTarget(path, "test_tiny", {}, label_map or {"speakers": list("abcd")},
@@ -202,6 +206,44 @@ def test_resume_after_each_epoch_matches_uninterrupted(tmp_path):
     assert last.history == full.history
     sa, sb = full.optimizer.state_dict()["state"], last.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"]) for k in sa)
+
+
+def test_adamw_resume_matches_uninterrupted(tmp_path):
+    adamw = Schedule(optimizer="adamw", lr=3e-3, final_lr=3e-5, warmup_epochs=1,
+                     weight_decay=1e-2, margin_increase_start=1, margin_fix_start=2)
+    full = make_trainer(tmp_path / "full.pt", schedule=adamw)
+    assert isinstance(full.optimizer, torch.optim.AdamW)
+    fit(full)
+    part = make_trainer(tmp_path / "part.pt", schedule=adamw)
+    original = part._save
+
+    def save(epochs_done):
+        original(epochs_done)
+        if epochs_done == 1:
+            raise Stop
+
+    part._save = save
+    with pytest.raises(Stop):
+        fit(part)
+    last = make_trainer(tmp_path / "part.pt", schedule=adamw)
+    assert last.resume() and last.start_epoch == 1
+    fit(last)
+    for (name, a), b in zip(full.net.state_dict().items(), last.net.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    sa, sb = full.optimizer.state_dict()["state"], last.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
+
+
+def test_build_optimizer_follows_the_schedule():
+    params = [nn.Parameter(torch.zeros(3))]
+    sgd = SGD_SCHEDULE.build_optimizer(params)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    adamw = Schedule(optimizer="adamw", lr=1e-3, momentum=0.8,
+                     weight_decay=0.05).build_optimizer(params)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert adamw.defaults["betas"] == (0.8, 0.999) and adamw.defaults["weight_decay"] == 0.05
 
 
 def test_without_resume_state_is_not_restored(tmp_path):
