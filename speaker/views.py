@@ -48,6 +48,28 @@ def draw_view(run_seed: int, row: int, num_samples: int, crop_samples: int) -> t
     return start, seed
 
 
+ROW_ORDER_KEY = 0x0DE5
+"""Spawn key of the row-order stream, so it never shares a stream with a row's draws."""
+
+
+def row_order(num_rows: int, run_seed: int) -> np.ndarray:
+    """Slot (utterance * views + view) written at each row: a seeded permutation.
+
+    The dump writes views in this order rather than utterance by utterance, so that any
+    run of consecutive rows -- a chunk, a shard, a rank's share -- mixes speakers and a
+    student reading a few chunks at a time still draws near-iid batches (a manifest is
+    usually sorted by speaker).
+
+    Example::
+
+        >>> sorted(row_order(5, 0)) == [0, 1, 2, 3, 4]
+        True
+    """
+    rng = np.random.Generator(np.random.PCG64(
+        np.random.SeedSequence(int(run_seed), spawn_key=(ROW_ORDER_KEY,))))
+    return rng.permutation(num_rows)
+
+
 def speed_perturb(wave: np.ndarray, speed: float, sample_rate: int, out_samples: int) -> np.ndarray:
     """Play ``wave`` ``speed`` times faster (pitch shifts too, like sox ``speed``), fixed length.
 

@@ -54,7 +54,7 @@ from speaker.training import (
     shutdown_distributed,
     unwrap_worker_errors,
 )
-from speaker.views import draw_view
+from speaker.views import draw_view, row_order
 from stage1_teacher.soft_labels import FP16_MAX, summarize_logits
 from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
 
@@ -77,19 +77,24 @@ class DumpConfig:
 
 
 class ViewRows(Dataset):
-    """Row index -> (teacher input, label, utt, start, seed), replayable from the row alone."""
+    """Row index -> (teacher input, label, utt, start, seed), replayable from the row alone.
+
+    Row ``r`` holds a view of utterance ``row_order(N, run_seed)[r] // views_per_utt``:
+    views in a seeded random order, so stored chunks mix speakers.
+    """
 
     def __init__(self, render: ViewRenderer, views_per_utt: int, run_seed: int):
         self.render = render
         self.views_per_utt = views_per_utt
         self.run_seed = run_seed
+        self.order = row_order(len(render.manifest) * views_per_utt, run_seed)
 
     def __len__(self) -> int:
-        return len(self.render.manifest) * self.views_per_utt
+        return len(self.order)
 
     def view(self, row: int) -> tuple[int, int, int]:
         """-> (utt, start, seed) of ``row``."""
-        utt = row // self.views_per_utt
+        utt = int(self.order[row]) // self.views_per_utt
         start, seed = draw_view(
             self.run_seed, row, self.render.manifest[utt].num_samples, self.render.crop_samples
         )
@@ -212,6 +217,7 @@ def make_spec(
         extra={
             "run_seed": config.seed,
             "views_per_utt": config.views_per_utt,
+            "row_order": "shuffled",  # ViewRows: views in a seeded random order
             "input_kind": teacher.input_kind,
             "dump": {k: v for k, v in asdict(config).items() if k != "augment"},
         },

@@ -12,7 +12,7 @@ from speaker.audio import AudioReader, load_audio
 from speaker.augment import AugmentConfig, NoiseBank, augment
 from speaker.data import Utterance
 from speaker.errors import UserError
-from speaker.views import draw_view, render_view, speed_perturb
+from speaker.views import draw_view, render_view, row_order, speed_perturb
 
 RATE = 16000
 CROP = 4000
@@ -58,6 +58,17 @@ def test_draw_view():
     assert draw_view(7, 3, 1000, 32000)[0] == 0  # shorter than the crop
     assert draw_view(7, 3, 1000, 32000)[1] == seed  # seed does not depend on the lengths
     assert np.array([seed], dtype=np.int64)[0] == np.array([seed], dtype=np.uint64)[0]
+
+
+def test_row_order_is_a_seeded_permutation_that_mixes_speakers():
+    order = row_order(1000, 7)
+    assert np.array_equal(np.sort(order), np.arange(1000))
+    assert np.array_equal(order, row_order(1000, 7))
+    assert not np.array_equal(order, row_order(1000, 8))
+    # 100 speakers x 10 slots, manifest sorted by speaker: any 100 consecutive rows
+    # hold about 100 * (1 - 0.9**10) = 65 speakers, where manifest order holds 10
+    speakers = order // 10
+    assert min(len(set(speakers[i:i + 100])) for i in range(0, 1000, 100)) > 50
 
 
 def test_render_view_replays_bit_identically(corpus, bank):

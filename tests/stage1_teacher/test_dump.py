@@ -27,7 +27,7 @@ from speaker.data import LabelMap
 from speaker.dataset import ViewRenderer
 from speaker.recipe import DataPaths
 from speaker.teacher import load_teacher
-from speaker.views import draw_view
+from speaker.views import draw_view, row_order
 from stage1_teacher import dump, verify
 from store import StoreError, StoreReader, StoreWriter
 
@@ -125,10 +125,16 @@ def test_dump_rows_and_attributes(tiny_dump: Path, toy_corpus: Path, dump_teache
     assert spec.extra["run_seed"] == 3 and spec.extra["views_per_utt"] == 3
     assert spec.extra["input_kind"] == "fbank"
 
+    assert spec.extra["row_order"] == "shuffled"
+
     rows = read_all(tiny_dump)
     row = np.arange(ROWS)
-    assert np.array_equal(rows["utt"], row // 3)
-    views = [draw_view(3, r, manifest[r // 3].num_samples, 16000) for r in row]
+    slot = row_order(ROWS, 3)  # (utterance, view) written at each row
+    assert np.array_equal(np.sort(slot), row)  # every view exactly once
+    assert np.array_equal(rows["utt"], slot // 3)
+    assert not np.all(np.diff(rows["utt"]) >= 0)  # not in manifest order
+    views = [draw_view(3, r, manifest[u].num_samples, 16000) for r, u in zip(row, slot // 3,
+                                                                              strict=True)]
     assert np.array_equal(rows["start"], [s for s, _ in views])
     assert np.array_equal(rows["seed"], np.array([d for _, d in views], dtype=np.uint64))
     speakers = [label_map.index(manifest[u].speaker) for u in rows["utt"]]
@@ -360,11 +366,14 @@ def test_missing_audio_is_found_before_writing(toy_corpus: Path, dump_teachers,
 
 def test_corrupt_audio_in_a_worker(toy_corpus: Path, dump_teachers, dump_args: list[str],
                                    tmp_path: Path, run_main):
-    """Utterance 20 (rows 60-62, shard 1) cannot be decoded: the worker's error is one line,
+    """An utterance first met in shard 1 cannot be decoded: the worker's error is one line,
     shard 0 stays complete, nothing after it is marked complete."""
+    first_shard = np.full(ROWS // 3, SHARDS)  # shard of each utterance's first view
+    for row, slot in enumerate(row_order(ROWS, 3)):
+        first_shard[slot // 3] = min(first_shard[slot // 3], row // SHARD_ROWS)
     bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
-    data = manifest_with(toy_corpus, tmp_path, 20, bad)
+    data = manifest_with(toy_corpus, tmp_path, int(np.flatnonzero(first_shard == 1)[0]), bad)
     out = tmp_path / "logits.zarr"
     args = [*dump_args]
     args[args.index("--workers") + 1] = "1"
