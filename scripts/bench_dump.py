@@ -49,6 +49,7 @@ import numpy as np
 import psutil
 import torch
 import zarr
+from benchlib import cores, cpu_name, write_atomic
 from torch.utils.data import DataLoader
 
 from speaker.augment import AugmentConfig
@@ -82,14 +83,10 @@ def _median(values) -> float:
     return float(np.median(list(values)))
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def make_corpus(out: Path, speakers: int, utts: int, duration: float) -> Path:
     log.info("synthesising %d speakers x %d utterances x %.1f s", speakers, utts, duration)
     generate(ToyConfig(speakers=speakers, utts_per_speaker=utts, duration=duration,
-                       test_speakers=2, seed=0), out, workers=_cores())
+                       test_speakers=2, seed=0), out, workers=cores())
     return out
 
 
@@ -126,11 +123,11 @@ def render_inputs(data: DataPaths, config: DumpConfig, batch_size: int,
     rows = ViewRows(render, config.views_per_utt, config.seed)
     batches = dump_batches(len(rows), config, batch_size)
     t0 = time.perf_counter()
-    loader = DataLoader(rows, batch_sampler=batches, num_workers=_cores())
+    loader = DataLoader(rows, batch_sampler=batches, num_workers=cores())
     inputs = list(loader)
     render_s = time.perf_counter() - t0
     log.info("pre-rendered %d rows in %d batches with %d workers in %.1f s", len(rows),
-             len(inputs), _cores(), render_s)
+             len(inputs), cores(), render_s)
     return inputs, render_s, len(rows)
 
 
@@ -179,15 +176,10 @@ def time_dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
 
 
 def _machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
     return {
-        "cpu": f"{cpu}, {_cores()} cores usable ({os.cpu_count()} online), "
+        "cpu": f"{cpu}, {cores()} cores usable ({os.cpu_count()} online), "
                f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
         "gpu": gpu,
         "software": f"{platform.system()} {platform.release()}, Python "
@@ -273,9 +265,7 @@ def write_markdown(path: Path, summary: dict[str, Any], runs: dict[str, list[dic
         "```",
         "",
     ]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, lines)
 
 
 @click.command(help=__doc__)
@@ -388,7 +378,7 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: fl
         "workers": workers,
         "threads_option": threads,
         "teacher_threads": dump_threads,
-        "cores": _cores(),
+        "cores": cores(),
         "topk": topk,
         "temperatures": list(config.temperatures),
         "chunk_rows": chunk_rows,

@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 import numba
 import numpy as np
+from benchlib import cpu_name, write_atomic
 from llvmlite import binding as llvm
 
 from speaker.cli import run, setup_logging
@@ -71,16 +72,6 @@ def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return best
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def write_report(path: Path, table: list[dict], summary: dict, settings: dict) -> None:
     lines = [
         "# Teacher-bucket kernel benchmark",
@@ -112,9 +103,7 @@ def write_report(path: Path, table: list[dict], summary: dict, settings: dict) -
         "```",
         "",
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, lines)
 
 
 @click.command(help=__doc__)

@@ -47,6 +47,7 @@ from typing import Any
 import click
 import numpy as np
 import torch
+from benchlib import cpu_name, write_atomic
 from torch.utils.data import DataLoader
 
 from speaker.augment import AugmentConfig
@@ -252,16 +253,6 @@ def timed_rounds(bench: Bench, repeats: int) -> dict[str, list[float]]:
 # ---- report ----------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> None:
     settings = summary["settings"]
     per_step = {r["name"]: r["ms_per_step"] for r in rows}
@@ -319,10 +310,7 @@ def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> 
         "```",
         "",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, lines)
 
 
 @click.command(help=__doc__)

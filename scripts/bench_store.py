@@ -32,6 +32,7 @@ import numcodecs
 import numpy as np
 import psutil
 import zarr
+from benchlib import cpu_name, write_atomic
 
 from speaker.cli import setup_logging
 from store import RowBlock, StoreReader, StoreWriter
@@ -143,15 +144,7 @@ def _measure(num_rows: int, workdir: Path) -> dict[str, Any]:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    cpu = cpu_name()
     memory = psutil.virtual_memory().total / 2**30
     return (
         f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.system()} "
@@ -214,9 +207,7 @@ def write_markdown(path: Path, runs: list[dict[str, Any]], summary: dict[str, An
         "```",
         "",
     ]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, lines)
 
 
 @click.command(help=__doc__)

@@ -41,8 +41,9 @@ class DemoSize:
 
 
 SIZES = {
+    # ~45 min on 2 CPU cores: teacher ~10 min, dump ~3, six students ~30
     "full": DemoSize(speakers=200, utts_per_speaker=10, test_speakers=100, teacher_epochs=8,
-                     views_per_utt=1, student_epochs=3, topk=32),
+                     views_per_utt=2, student_epochs=4, topk=32),
     "quick": DemoSize(speakers=16, utts_per_speaker=4, test_speakers=8, teacher_epochs=2,
                       views_per_utt=2, student_epochs=2, topk=8),
 }
@@ -54,6 +55,9 @@ STUDENTS = [
     ("campp", "campp", ["growth_rate=8", "init_channels=32", "fcm_channels=8", "embed_dim=128"]),
 ]
 LOSSES = [("ce", []), ("dkd", ["--alpha", "1", "--beta", "2", "--temperature", "1"])]
+# A few hundred steps per student: AdamW learns there, SGD at wespeaker's LR does not
+# (docs/recipe_sweep.md).
+STUDENT_OPTIMIZER = ["--optimizer", "adamw"]
 
 
 def step(title: str, args: list[str]) -> None:
@@ -103,7 +107,8 @@ def run_demo(out: Path, size: DemoSize, workers: int) -> str:
             step(f"student {name}-{loss}", [
                 "-m", "stage2_student.train", "--cache", str(cache), *data, "--arch", arch,
                 *[a for opt in opts for a in ("--arch-opt", opt)], "--loss", loss, *loss_args,
-                "--epochs", str(size.student_epochs), "--workers", str(workers),
+                *STUDENT_OPTIMIZER, "--epochs", str(size.student_epochs),
+                "--workers", str(workers),
                 "--out", str(run_dir), *(["--resume"] if (run_dir / "model.pt").exists() else []),
             ])
     step("evaluate", ["-m", "stage2_student.evaluate", *data, "--out", str(out / "results"),

@@ -164,6 +164,38 @@ class Schedule:
         )
 
 
+DEFAULT_LR = {"sgd": 0.1, "adamw": 3e-3}
+"""Peak LR per optimizer when none is given: wespeaker's SGD value (batch 64), and the
+AdamW value that learned best in a short-run sweep (docs/recipe_sweep.md)."""
+
+DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 1e-2}
+
+
+def scaled_schedule(epochs: int, optimizer: Literal["sgd", "adamw"] = "sgd",
+                    lr: float | None = None, final_lr: float | None = None) -> Schedule:
+    """wespeaker's recipe shape fitted to a run of ``epochs``.
+
+    Warm-up the first 1/8 of the run and the margin ramp from 1/8 to 1/2 of it, capped
+    at wespeaker's 6 and 20 -> 40 epochs (so 150 epochs is wespeaker's schedule); the LR
+    decays 100x unless ``final_lr`` says otherwise. A straight 6/150 compression leaves a
+    few-hundred-step run a handful of warm-up steps: SGD's first steps at full LR then
+    blow up the embedding and class-weight norms and the cosine head crawls for the rest
+    of the run (docs/recipe_sweep.md).
+
+    Example::
+
+        >>> s = scaled_schedule(8, "adamw")
+        >>> (s.lr, s.final_lr, s.warmup_epochs, s.margin_increase_start, s.margin_fix_start)
+        (0.003, 3e-05, 1.0, 1.0, 4.0)
+    """
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    return Schedule(
+        optimizer=optimizer, lr=lr, final_lr=lr / 100 if final_lr is None else final_lr,
+        weight_decay=DEFAULT_WEIGHT_DECAY[optimizer], warmup_epochs=min(6.0, epochs / 8),
+        margin_increase_start=min(20.0, epochs / 8), margin_fix_start=min(40.0, epochs / 2),
+    )
+
+
 class SpeakerNet(nn.Module):
     """Embedding model + AAM head as one module, so DDP syncs both."""
 

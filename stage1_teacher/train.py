@@ -43,12 +43,14 @@ from speaker.models import build
 from speaker.models.heads import AAMSoftmax
 from speaker.recipe import DataPaths, data_options
 from speaker.training import (
+    DEFAULT_LR,
     CheckpointTarget,
     Schedule,
     SpeakerNet,
     Trainer,
     init_distributed,
     intra_op_threads,
+    scaled_schedule,
     shutdown_distributed,
 )
 
@@ -107,11 +109,20 @@ PRESETS: dict[str, TeacherConfig] = {
 
 
 def resolve_config(preset: str, overrides: dict[str, Any]) -> TeacherConfig:
-    """The preset with every non-None command-line value applied on top."""
+    """The preset with every non-None command-line value applied on top.
+
+    An ``optimizer`` other than the preset's replaces the whole schedule with
+    :func:`~speaker.training.scaled_schedule` for that optimizer (the preset's LR and
+    weight decay belong to its own optimizer).
+    """
     config = PRESETS[preset]
     top = {f.name for f in fields(TeacherConfig)}
     sched = {k: v for k, v in overrides.items() if k not in top and v is not None}
     config = replace(config, **{k: v for k, v in overrides.items() if k in top and v is not None})
+    optimizer = sched.pop("optimizer", config.schedule.optimizer)
+    if optimizer != config.schedule.optimizer:
+        config = replace(config, schedule=scaled_schedule(config.epochs, optimizer,
+                                                          sched.pop("lr", None)))
     if sched:
         config = replace(config, schedule=replace(config.schedule, **sched))
     return config
@@ -220,7 +231,10 @@ Examples:
               help="Training crop length; shorter utterances are repeat-padded.")
 @click.option("--views-per-utt", type=click.IntRange(min=1), default=None,
               help="Crops per utterance per epoch.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--optimizer", type=click.Choice(sorted(DEFAULT_LR)), default=None,
+              help="Another optimizer than the preset's: its scaled_schedule over --epochs.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak LR [default: the preset's, or the optimizer's default].")
 @click.option("--eval-every", type=click.IntRange(min=0), default=None,
               help="Evaluate every N epochs (0: last).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,

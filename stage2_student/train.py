@@ -44,12 +44,14 @@ from speaker.models.heads import AAMSoftmax
 from speaker.recipe import DataPaths, data_options
 from speaker.teacher import Teacher, load_teacher
 from speaker.training import (
+    DEFAULT_LR,
     CheckpointTarget,
     Schedule,
     SpeakerNet,
     Trainer,
     init_distributed,
     intra_op_threads,
+    scaled_schedule,
     shutdown_distributed,
 )
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
@@ -74,15 +76,6 @@ class StudentConfig:
     eval_every: int = 0
     seed: int = 0
     workers: int = 1
-
-
-def wespeaker_schedule(epochs: int, lr: float, final_lr: float) -> Schedule:
-    """wespeaker's 150-epoch recipe shape compressed to ``epochs``: warm-up 4%, AAM margin
-    ramp between 13% and 27% of the run (6, 20 and 40 of 150 epochs)."""
-    return Schedule(
-        lr=lr, final_lr=final_lr, warmup_epochs=epochs * 6 / 150,
-        margin_increase_start=epochs * 20 / 150, margin_fix_start=epochs * 40 / 150,
-    )
 
 
 def check_request(config: StudentConfig, views: CachedViews, live: Teacher | None,
@@ -222,8 +215,13 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
               help="Online KD: a live teacher (checkpoint/TorchScript/module:factory).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1)
-@click.option("--final-lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
+@click.option("--optimizer", type=click.Choice(sorted(DEFAULT_LR)), default="sgd",
+              help="SGD-Nesterov (wespeaker) or AdamW (learns faster in runs of a few "
+                   "hundred steps: docs/recipe_sweep.md).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak LR [default: 0.1 for sgd, 3e-3 for adamw].")
+@click.option("--final-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="LR at the end of the run [default: --lr / 100].")
 @click.option("--eval-every", type=click.IntRange(min=0), default=0,
               help="Evaluate every N epochs (0: last).")
 @click.option("--workers", type=click.IntRange(min=0), default=1,
@@ -233,7 +231,8 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
 @click.option("-v", "--verbose", is_flag=True)
 def cli(cache: Path, out: Path, arch: str, arch_opt: tuple[str, ...], loss: str, alpha: float,
         beta: float, temperature: float, topk: int | None, kd_warmup: float, epochs: int,
-        lr: float, final_lr: float, resume: bool, verbose: bool, **opts) -> None:
+        optimizer: str, lr: float | None, final_lr: float | None, resume: bool, verbose: bool,
+        **opts) -> None:
     """Train a student of any architecture from the cached teacher soft labels."""
     setup_logging(verbose)
     data = DataPaths.from_options(opts)
@@ -243,7 +242,7 @@ def cli(cache: Path, out: Path, arch: str, arch_opt: tuple[str, ...], loss: str,
     except ValueError as exc:
         raise UserError(str(exc)) from None
     config = StudentConfig(arch=arch, arch_kwargs=parse_options(arch_opt), distill=distill,
-                           schedule=wespeaker_schedule(epochs, lr, final_lr), epochs=epochs,
+                           schedule=scaled_schedule(epochs, optimizer, lr, final_lr), epochs=epochs,
                            **opts)
     final = train_student(config, cache, data, out, resume)
     if final:

@@ -22,6 +22,7 @@ from speaker.training import (
     config_differences,
     epoch_seed,
     init_distributed,
+    scaled_schedule,
     unwrap_worker_errors,
 )
 
@@ -55,6 +56,17 @@ def test_learning_rate_depends_on_total_epochs():
     assert s.learning_rate(5, 10) == pytest.approx(0.01)
     assert s.learning_rate(5, 20) == pytest.approx(0.1 * math.sqrt(0.1))  # halfway in log
     assert s.learning_rate(0, 10) == 0.1  # no warm-up
+
+
+def test_scaled_schedule_is_wespeakers_at_150_epochs_and_stretches_warmup_on_short_runs():
+    long = scaled_schedule(150)
+    assert (long.optimizer, long.lr, long.warmup_epochs) == ("sgd", 0.1, 6.0)
+    assert (long.margin_increase_start, long.margin_fix_start) == (18.75, 40.0)
+    short = scaled_schedule(8, "adamw", 1e-3, final_lr=5e-6)
+    assert (short.lr, short.final_lr, short.weight_decay) == (1e-3, 5e-6, 1e-2)
+    assert (short.warmup_epochs, short.margin_increase_start, short.margin_fix_start) == (
+        1.0, 1.0, 4.0)
+    assert scaled_schedule(4, "sgd", 0.02).final_lr == pytest.approx(2e-4)
 
 
 def test_margin_ramp():

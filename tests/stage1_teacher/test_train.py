@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch
 
 from speaker.data import Manifest, Utterance
 from speaker.models.checkpoint import load_checkpoint
-from speaker.training import Trainer
-from stage1_teacher.train import ce_step, cli
+from speaker.training import Trainer, scaled_schedule
+from stage1_teacher.train import PRESETS, ce_step, cli, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3  # the demo preset evaluates every 2 epochs and after the last: epochs 2 and 3
@@ -318,6 +319,20 @@ def test_help_explains_resume(run_cli):
     result = run_cli(cli, ["--help"])
     assert result.exit_code == 0
     assert "--resume" in result.stdout and "--workers may change" in result.stdout
+
+
+def test_resolve_config_applies_overrides_to_the_preset():
+    demo = PRESETS["demo"]
+    config = resolve_config("demo", {"lr": 0.05, "epochs": 3, "batch_size": None})
+    assert config.epochs == 3 and config.batch_size == demo.batch_size
+    assert config.schedule == replace(demo.schedule, lr=0.05)
+    # another optimizer: its own scaled schedule over the run, never the preset's LR
+    vox = resolve_config("voxceleb", {"optimizer": "adamw"})
+    assert PRESETS["voxceleb"].schedule.optimizer == "sgd"
+    assert vox.schedule == scaled_schedule(150, "adamw") and vox.schedule.lr == 3e-3
+    low = resolve_config("voxceleb", {"optimizer": "adamw", "lr": 1e-3, "epochs": 16})
+    assert low.schedule == scaled_schedule(16, "adamw", 1e-3)
+    assert resolve_config("demo", {"optimizer": demo.schedule.optimizer}) == demo
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -11,7 +11,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_store.py"
 
 
 @pytest.mark.slow
-def test_child_measurement(tmp_path):
+def test_child_measurement(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling benchlib, as when run as a file
     spec = importlib.util.spec_from_file_location("bench_store", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

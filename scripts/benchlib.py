@@ -1,0 +1,41 @@
+"""What every benchmark and experiment script shares: naming the machine it ran on and
+writing its report atomically (a killed run never leaves half a page in docs/).
+
+The scripts run as files (``python scripts/bench_dump.py``), so this module is imported
+as ``benchlib`` from their own folder.
+
+Example::
+
+    >>> cores() >= 1 and bool(cpu_name())
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_atomic(path: Path, lines: list[str]) -> None:
+    """Write ``lines`` to ``path`` (a Markdown report) via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
