@@ -8,8 +8,8 @@ the three in a rotated order; medians are reported):
   dump_total_s         the full dump() -- DataLoader workers rendering crops, the teacher,
                        the background shard writer -- into a fresh store;
   pipeline_no_write_s  the same dump() with the writer replaced by DiscardWriter.
-writer_overhead = dump_total / teacher_forward - 1: everything the dump adds to the
-teacher's own time (crop rendering it waits for, writing, setup; on a 2-core CPU the
+writer_overhead = dump_total / teacher_forward - 1 (median over repeats of the ratio
+within each repeat): everything the dump adds to the teacher's own time (crop rendering it waits for, writing, setup; on a 2-core CPU the
 workers also compete with the teacher for the cores). writer_share = dump_total /
 pipeline_no_write - 1 isolates the writer. teacher_idle = dump wall / the teacher's busy
 time inside that same dump - 1 (median over the dumps): the part of the dump in which
@@ -228,7 +228,10 @@ def write_markdown(path: Path, summary: dict[str, Any], runs: dict[str, list[dic
         f"| {summary['rows_per_s']:.1f} |",
         "",
         f"- **writer_overhead** = dump / forward - 1 = **{summary['writer_overhead']:+.3f}** "
-        "(target <= 0.03): everything the dump adds to the teacher's own time -- crops it "
+        "(median over repeats of each repeat's ratio: "
+        + ", ".join(f"{d['wall_s'] / f['wall_s'] - 1:+.3f}" for d, f in zip(
+            dumps, runs["forward"], strict=True))
+        + "; target <= 0.03): everything the dump adds to the teacher's own time -- crops it "
         "waits for, writing, setup, and the workers competing with it for the cores.",
         f"- teacher_idle = dump / teacher busy time inside the same dump - 1 = "
         f"**{summary['teacher_idle']:+.3f}** (median over the dumps; per dump "
@@ -391,7 +394,10 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: fl
         "teacher_forward_s": round(forward_s, 3),
         "dump_total_s": round(dump_s, 3),
         "pipeline_no_write_s": round(dry_s, 3),
-        "writer_overhead": round(dump_s / forward_s - 1, 4),
+        # per repeat, the dump over the forward timed beside it (a slow drift of the
+        # machine's speed cancels within a repeat), then the median over repeats
+        "writer_overhead": round(_median(d["wall_s"] / f["wall_s"] - 1 for d, f in zip(
+            runs["dump"], runs["forward"], strict=True)), 4),
         "writer_share": round(dump_s / dry_s - 1, 4),
         "teacher_idle": round(_median(r["wall_s"] / r["forward_s"] - 1 for r in runs["dump"]), 4),
         "rows": rows,

@@ -166,7 +166,8 @@ def learning_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
         teacher_cli.main(["--data", str(root / "corpus"), "--out", str(root / "teacher"),
                           "--arch", "xvector", "--arch-opt", "channels=64",
                           "--arch-opt", "embed_dim=32", "--epochs", "2", "--batch-size", "32",
-                          "--crop-seconds", "1.0", "--workers", "1"], standalone_mode=False)
+                          "--crop-seconds", "1.0", "--optimizer", "adamw", "--workers", "1"],
+                         standalone_mode=False)
         dump_cli.main(["--teacher", str(root / "teacher" / "model.pt"),
                        "--data", str(root / "corpus"), "--out", str(root / "logits.zarr"),
                        "--views-per-utt", "2", "--crop-seconds", "1.0", "--topk", "16",
@@ -189,7 +190,8 @@ def test_students_improve_on_their_first_epoch_eer(arch: str, learning_cache, tm
     out = tmp_path / arch
     train_in_process(["--cache", cache, "--data", corpus, "--out", out,
                       *LEARN_STUDENTS[arch], "--loss", "dkd", "--epochs", "4",
-                      "--batch-size", "16", "--eval-every", "1", "--workers", "1"])
+                      "--optimizer", "adamw", "--batch-size", "16", "--eval-every", "1",
+                      "--workers", "1"])
     eer = [h["eer"] for h in history(out)]
     assert len(eer) == 4
     assert eer[-1] < eer[0], f"{arch}: EER per epoch {eer}"
