@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 RESUME_IGNORED = frozenset({"workers"})
 """Top-level config keys that may change on ``--resume``: they do not change the result
-(every random draw of an epoch is seeded from ``(seed, epoch)``, not from the loader)."""
+(every random draw of an epoch is seeded from ``(seed, epoch)``, not from the loader, and
+a resumed run keeps the torch thread count of the run it continues)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,12 @@ class Trainer:
         self.net.head.load_state_dict(loaded.head.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
+        threads = state.get("threads")
+        if threads and threads != torch.get_num_threads():
+            # CPU kernels split their sums by thread, so the count is part of the result;
+            # the automatic count follows --workers, which a resume may change.
+            log.info("resuming with the %d torch threads the run was started with", threads)
+            torch.set_num_threads(threads)
         self.history = list(state.get("history", []))
         log.info("resumed %s after epoch %d", path, self.start_epoch)
         return True
@@ -341,6 +348,7 @@ class Trainer:
                     "epoch": epochs_done,
                     "history": self.history,
                     "schedule": asdict(self.schedule),
+                    "threads": torch.get_num_threads(),
                 },
             )
         self.ctx.barrier()

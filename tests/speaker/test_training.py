@@ -247,6 +247,21 @@ def test_adamw_resume_matches_uninterrupted(tmp_path):
     assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
 
 
+def test_resume_keeps_the_thread_count_of_the_run(tmp_path):
+    """The automatic thread count follows --workers, which a resume may change; the
+    result depends on it on CPU, so a resumed run goes on with the saved count."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = make_trainer(tmp_path / "run.pt", epochs=1)
+        fit(first)
+        torch.set_num_threads(2)
+        again = make_trainer(tmp_path / "run.pt", epochs=1)
+        assert again.resume() and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_build_optimizer_follows_the_schedule():
     params = [nn.Parameter(torch.zeros(3))]
     sgd = SGD_SCHEDULE.build_optimizer(params)
