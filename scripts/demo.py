@@ -41,7 +41,7 @@ class DemoSize:
 
 
 SIZES = {
-    # ~45 min on 2 CPU cores: teacher ~10 min, dump ~3, six students ~30
+    # ~50 min on 2 CPU cores: teacher ~12 min, dump 1, six students ~36, evaluation ~4
     "full": DemoSize(speakers=200, utts_per_speaker=10, test_speakers=100, teacher_epochs=8,
                      views_per_utt=2, student_epochs=4, topk=32),
     "quick": DemoSize(speakers=16, utts_per_speaker=4, test_speakers=8, teacher_epochs=2,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from speaker.audio import AudioReader
 from speaker.data import Manifest, Trial
@@ -44,7 +45,9 @@ def extract_embeddings(
     model.eval()
     wants_wave = getattr(model, "input_kind", "fbank") == "wave"
     out: dict[str, np.ndarray] = {}
-    for utt in manifest:
+    # a bar only where embedding takes a while (seconds per hundred utterances on a CPU)
+    for utt in tqdm(manifest, desc="embedding", unit="utt", leave=False,
+                    disable=len(manifest) < 100):
         min_samples = int(round(min_seconds * reader.sample_rate))
         wave = reader.read(utt, 0, None if utt.num_samples >= min_samples else min_samples)
         x = torch.from_numpy(wave) if wants_wave else fbank(wave, seed=None, sample_rate=utt.sample_rate)
