@@ -147,7 +147,9 @@ LEARN_TOY = {"speakers": 96, "utts_per_speaker": 6, "duration": 1.5, "test_speak
              "test_utts_per_speaker": 6, "seed": 0}
 LEARN_STUDENTS = {
     "xvector": ["--arch", "xvector", "--arch-opt", "channels=64", "--arch-opt", "embed_dim=32"],
-    "ecapa": ["--arch", "ecapa", "--arch-opt", "channels=16", "--arch-opt", "embed_dim=32"],
+    # AdamW's default 3e-3 leaves this 16-channel ECAPA where it started (0.442 -> 0.471)
+    "ecapa": ["--arch", "ecapa", "--arch-opt", "channels=16", "--arch-opt", "embed_dim=32",
+              "--lr", "1e-2"],
 }
 
 
@@ -183,9 +185,10 @@ def learning_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def test_students_improve_on_their_first_epoch_eer(arch: str, learning_cache, tmp_path: Path):
     """Issue 6: two architectures trained (cached DKD) from the same cache both end with a
     lower EER on unseen speakers than after their first epoch. Deterministic (seeded, one
-    thread, CPU), ~1.5 min. NOTE: at this scale the gains are within the EER's noise
-    (x-vector 0.371 -> 0.367, ECAPA 0.479 -> 0.463 when written): the shared SGD recipe
-    barely learns in a few hundred steps (the teacher itself ends at chance)."""
+    thread, CPU), ~1.5 min. NOTE: at this scale (96 speakers x 6 utterances, 1-s crops,
+    a 2-epoch teacher at 41 % EER) the ECAPA's gain is within the EER's noise
+    (0.4625 -> 0.4542 when written): a meaningful version needs a larger corpus and
+    teacher than a test can afford on 2 cores."""
     corpus, cache = learning_cache
     out = tmp_path / arch
     train_in_process(["--cache", cache, "--data", corpus, "--out", out,
