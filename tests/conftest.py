@@ -12,9 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import pytest
+
+if TYPE_CHECKING:  # torch is imported lazily: collection stays fast
+    import torch
 
 # Tiny models run as fast on one thread, and a fixed count keeps float results identical
 # between in-process runs and the subprocesses they are compared with (the CLIs' automatic
@@ -274,3 +278,38 @@ def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str
 def sigkill_once_checkpointed() -> Callable[[list[str], Path, dict[str, str]], int]:
     """The kill half of the kill-then-resume tests of teacher and student training."""
     return _sigkill_once_checkpointed
+
+
+def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from speaker.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    state = {f"model.{k}": v for k, v in ckpt.model.state_dict().items()}
+    state.update({f"head.{k}": v for k, v in ckpt.head.state_dict().items()})
+    return state
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    import torch
+
+    wa, wb = _checkpoint_tensors(a), _checkpoint_tensors(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"weights differ in {different}"
+
+
+@pytest.fixture
+def assert_same_weights() -> Callable[[Path, Path], None]:
+    """Every model and head tensor of two checkpoints, compared bit for bit."""
+    return _assert_same_weights
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -40,20 +40,6 @@ def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--out", str(out), "--epochs", str(EPOCHS), *TINY_TRAIN, *extra]
 
 
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    ckpt = load_checkpoint(path)
-    state = {f"model.{k}": v for k, v in ckpt.model.state_dict().items()}
-    state["head.weight"] = ckpt.head.weight.detach()
-    return state
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not different, f"weights differ in {different}"
-
-
 def history(path: Path) -> list[dict]:
     return load_checkpoint(path).state["history"]
 
@@ -93,7 +79,8 @@ def test_reference_run_is_complete(reference: Path):
 
 
 def test_interrupted_run_resumes_bit_identically(
-    toy_corpus: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
+    toy_corpus: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli,
+    assert_same_weights,
 ):
     out = tmp_path / "run"
     save = Trainer._save
@@ -146,7 +133,8 @@ def test_resume_refuses_other_settings(toy_corpus: Path, reference: Path, tmp_pa
 
 
 def test_resume_of_finished_run_allows_other_workers(toy_corpus: Path, reference: Path,
-                                                     tmp_path: Path, run_cli):
+                                                     tmp_path: Path, run_cli,
+                                                     assert_same_weights):
     out = copy_run(reference, tmp_path)
     result = run_cli(cli, [*tiny_args(toy_corpus, out, "--resume"), "--workers", "1"])
     assert result.exit_code == 0, result.stderr
@@ -157,7 +145,8 @@ def test_resume_of_finished_run_allows_other_workers(toy_corpus: Path, reference
 
 
 def test_sigkilled_run_resumes_bit_identically(toy_corpus: Path, reference: Path,
-                                               tmp_path: Path, sigkill_once_checkpointed):
+                                               tmp_path: Path, sigkill_once_checkpointed,
+                                               assert_same_weights):
     """A real ``python -m stage1_teacher.train`` killed with SIGKILL once its first
     checkpoint exists, then the same command with --resume."""
     out = tmp_path / "run"

@@ -47,13 +47,8 @@ def stage1_rows(corpus: Path, settings: dict, aug_prob: float | None = None) -> 
     return ViewRows(render, settings["views_per_utt"], settings["run_seed"])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Rendering is per crop: one thread is as fast, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Rendering is per crop: one thread is as fast, and far faster on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from stage2_student.evaluate import cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def final_eer(run_dir: Path) -> float:

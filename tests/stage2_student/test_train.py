@@ -52,20 +52,6 @@ def reference(student_run) -> Path:
     return student_run.out
 
 
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    ckpt = load_checkpoint(path)
-    state = {f"model.{k}": v for k, v in ckpt.model.state_dict().items()}
-    state.update({f"head.{k}": v for k, v in ckpt.head.state_dict().items()})
-    return state
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not different, f"weights differ in {different}"
-
-
 def history(run_dir: Path) -> list[dict]:
     return json.loads((run_dir / "results.json").read_text())["history"]
 
@@ -107,7 +93,8 @@ def test_two_architectures_train_from_one_cache(reference: Path, student_cache, 
 
 def test_sigkilled_run_resumes_to_the_same_weights(student_run, reference: Path,
                                                     tmp_path: Path,
-                                                    sigkill_once_checkpointed):
+                                                    sigkill_once_checkpointed,
+                                                    assert_same_weights):
     """A real ``python -m stage2_student.train`` (one loader worker) SIGKILLed once its first
     checkpoint exists, then the same command with --resume, ends with the weights, history
     and results of the uninterrupted in-process run (no workers)."""
