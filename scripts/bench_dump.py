@@ -261,14 +261,8 @@ def write_markdown(path: Path, summary: dict[str, Any], runs: dict[str, list[dic
         + ". CPU seconds: dump " + ", ".join(f"{r['cpu_s']:.1f}" for r in dumps)
         + "; no-write " + ", ".join(f"{r['cpu_s']:.1f}" for r in dry) + ".",
         "",
-        "Summary line printed by the script:",
-        "",
-        "```json",
-        json.dumps(summary),
-        "```",
-        "",
     ]
-    write_atomic(path, lines)
+    write_atomic(path, lines, summary)
 
 
 @click.command(help=__doc__)

@@ -96,14 +96,8 @@ def write_report(path: Path, table: list[dict], summary: dict, settings: dict) -
         "time of all threads: the throughput per core, unaffected by other jobs on the machine "
         "(compare it with rows/s when the load average is high).",
         "",
-        "## Summary (the script's last line)",
-        "",
-        "```json",
-        json.dumps(summary),
-        "```",
-        "",
     ]
-    write_atomic(path, lines)
+    write_atomic(path, lines, summary)
 
 
 @click.command(help=__doc__)

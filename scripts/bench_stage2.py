@@ -303,14 +303,8 @@ def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> 
         "Either way the data path (replaying crops) is shared by CE, cached and online "
         "training; cached soft labels add only the per-batch kernel and the loss term.",
         "",
-        "## Summary (the script's last line)",
-        "",
-        "```json",
-        json.dumps(summary),
-        "```",
-        "",
     ]
-    write_atomic(path, lines)
+    write_atomic(path, lines, summary)
 
 
 @click.command(help=__doc__)

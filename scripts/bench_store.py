@@ -200,14 +200,8 @@ def write_markdown(path: Path, runs: list[dict[str, Any]], summary: dict[str, An
         "Targets (issue 4): bytes/row <= 200 at k=32; read >= 200k rows/s; RSS flat between 1M "
         "and 10M rows and < 500 MB.",
         "",
-        "Summary line printed by the script:",
-        "",
-        "```json",
-        json.dumps({k: v for k, v in summary.items() if k != "load_average"}),
-        "```",
-        "",
     ]
-    write_atomic(path, lines)
+    write_atomic(path, lines, {k: v for k, v in summary.items() if k != "load_average"})
 
 
 @click.command(help=__doc__)

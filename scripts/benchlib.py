@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -33,8 +34,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_atomic(path: Path, lines: list[str]) -> None:
-    """Write ``lines`` to ``path`` (a Markdown report) via a temporary file and a rename."""
+def write_atomic(path: Path, lines: list[str], summary: dict | None = None) -> None:
+    """Write ``lines`` to ``path`` (a Markdown report) via a temporary file and a rename,
+    closed by ``summary`` as the JSON line the script prints last, when given."""
+    if summary is not None:
+        lines = [*lines, "## Summary (the script's last line)", "", "```json",
+                 json.dumps(summary), "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines))
