@@ -59,6 +59,9 @@ class Teacher:
     arch: str
     sha256: str
     label_map: dict | None = None
+    margin_kind: str = "aam"  # "aam" | "am" | "none": the head the logits come from
+    epoch: int | None = None  # epochs trained / planned, when the source records them
+    epochs: int | None = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -42,6 +42,8 @@ INT16_CLASSES = int(np.iinfo(np.int16).max)
 
 # How many offending rows an error message lists before "(+N more)".
 _ROWS_SHOWN = 5
+#: Margin heads a teacher may declare (see TeacherInfo).
+MARGIN_KINDS = ("aam", "am", "none")
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,11 @@ class ArrayDef:
 class TeacherInfo:
     """Identity of the teacher whose logits are cached.
 
-    ``scale`` and ``margin`` are the AAM-softmax settings it was trained with; the cached
-    logits are ``scale * cos`` without the margin.
+    ``scale``, ``margin`` and ``margin_kind`` describe the teacher's margin head: ``"aam"``
+    (additive angular, ``cos(theta + m)``), ``"am"`` (additive cosine, ``cos(theta) - m``) or
+    ``"none"``. The cached logits are ``scale * cos`` without the margin; a reader applies
+    the margin itself when its KD convention asks for it. ``epoch``/``epochs`` say how far
+    the teacher's training got (None when unknown, e.g. a TorchScript teacher).
 
     Example: ``TeacherInfo("ecapa", sha256_hex, num_classes=5994, scale=32.0, margin=0.2)``
     """
@@ -73,12 +78,31 @@ class TeacherInfo:
     num_classes: int
     scale: float
     margin: float
+    margin_kind: str = "aam"
+    epoch: int | None = None
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.margin_kind not in MARGIN_KINDS:
+            raise StoreError(f"teacher margin_kind {self.margin_kind!r} is not one of "
+                             f"{', '.join(MARGIN_KINDS)}")
+
+    @property
+    def complete(self) -> bool | None:
+        """Whether the teacher finished its training run (None when unknown)."""
+        if self.epoch is None or self.epochs is None:
+            return None
+        return self.epoch >= self.epochs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TeacherInfo:
+        def optional_int(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None else int(value)
+
         try:
             return cls(
                 arch=str(data["arch"]),
@@ -86,6 +110,9 @@ class TeacherInfo:
                 num_classes=int(data["num_classes"]),
                 scale=float(data["scale"]),
                 margin=float(data["margin"]),
+                margin_kind=str(data.get("margin_kind", "aam")),  # format 1: always AAM
+                epoch=optional_int("epoch"),
+                epochs=optional_int("epochs"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"teacher attributes {dict(data)!r} are malformed: {exc}") from exc
