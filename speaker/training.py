@@ -301,6 +301,7 @@ class Trainer:
             if self.evaluate is not None and due and self.ctx.is_main:
                 self.net.eval()
                 logs.update(self.evaluate(self.net.model))
+            if self.ctx.is_main:  # every epoch: the losses' own counters are in logs
                 log.info("epoch %d: %s", epoch + 1, _fmt(logs))
             self.history.append({"epoch": epoch + 1, **logs})
             self._save(epoch + 1)

@@ -3,7 +3,8 @@
 Streams rows of a logit cache, replays each row's exact augmented crop, and trains
 any registered architecture with ``CE(AAM) + w(epoch) * distillation term``, where
 the term is plain KD, DKD with the paper's emphasis on the non-target part
-(alpha*TCKD + beta*NCKD), or embedding KD. ``--teacher`` runs the same losses with a
+(alpha*TCKD + beta*NCKD), triage KD (TRKD), dual-group KD or embedding KD; a loss's own
+options are its ``--<loss>-*`` flags. ``--teacher`` runs the same losses with a
 live teacher on full logits instead of the cache (online KD, for comparison). Every
 setting is checked against the cache before the first step; the resolved config is
 saved as ``config.json`` next to ``model.pt``, and the final evaluation as
@@ -15,6 +16,10 @@ Examples::
         --arch-opt channels=128 --loss dkd --alpha 1 --beta 2 --out exp/xv-dkd
     python -m stage2_student.train --cache exp/logits.zarr --data toy --arch campp \\
         --loss kd --temperature 2 --topk 10 --out exp/campp-kd
+    python -m stage2_student.train --cache exp/logits.zarr --data toy --loss trkd \\
+        --trkd-tau-end 0.05 --out exp/xv-trkd
+    python -m stage2_student.train --cache exp/logits.zarr --data toy --loss dualgroup \\
+        --topk 16 --dualgroup-binary-entropy 0.5 --out exp/xv-dualgroup
     torchrun --nproc_per_node 2 -m stage2_student.train --cache exp/logits.zarr --data toy \\
         --arch resnet34 --arch-opt base_width=8 --loss dkd --out exp/r34-dkd
 """
@@ -55,6 +60,7 @@ from speaker.training import (
     shutdown_distributed,
 )
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
+from stage2_student.loss_flags import loss_option_flags, options_from_flags
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss, loss_names
 from store import StoreError
 
@@ -122,7 +128,7 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
     )
     views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
                         ctx.world_size, keep_waves=live is not None and live.input_kind == "wave",
-                        buckets=live is None and config.distill.loss in ("kd", "dkd"))
+                        buckets=live is None and config.distill.loss in ("kd", "dkd", "trkd", "dualgroup"))
     torch.manual_seed(config.seed)
     model = build(config.arch, **config.arch_kwargs)
     check_request(config, views, live, model.embed_dim)
@@ -163,6 +169,7 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         return itertools.islice(loader, steps)
 
     trainer.fit(batches, distill_step(config.distill, live, ctx.device))
+    warn_if_capped(trainer.history, config.distill, views.k_prime)
     final = trainer.history[-1] if trainer.history else {}
     if ctx.is_main and evaluate is not None:
         # The trainer evaluates after the last epoch; a resumed finished run ran none.
@@ -173,6 +180,18 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         write_json(out / "results.json", {"history": trainer.history, "final": final})
     shutdown_distributed()
     return final
+
+
+def warn_if_capped(history: list[dict], distill: DistillConfig, k_prime: int) -> None:
+    """Say so when TRKD's confusion set was still capped at k' in the last epoch: there the
+    cache's top-k was too short for the tau asked for (the rows fell back to the tail as
+    background). Every epoch's share is in the history as ``trkd_capped``."""
+    capped = history[-1].get("trkd_capped", 0.0) if history else 0.0
+    if capped > 0:
+        log.warning("trkd: the confusion set wanted more than k'=%d speakers on %.1f%% of the "
+                    "last epoch's rows (mean tau %.3g); a cache with a larger k, or a smaller "
+                    "tau, would not cap them", k_prime, 100 * capped,
+                    history[-1].get("trkd_tau", float("nan")))
 
 
 def distill_step(config: DistillConfig, live: Teacher | None, device: str):
@@ -191,7 +210,7 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
         kd = distill_loss(config, parts, epoch)
         acc = (cos_logits.argmax(1) == labels).float().mean()
         return ce + kd, {"loss": (ce + kd).item(), "ce": ce.item(), "kd": kd.item(),
-                         "acc": acc.item()}
+                         "acc": acc.item(), **parts.stats}
 
     return step
 
@@ -229,6 +248,7 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
 @click.option("--seed", type=int, default=0)
 @click.option("--resume", is_flag=True, help="Continue from OUT/model.pt.")
 @click.option("-v", "--verbose", is_flag=True)
+@loss_option_flags
 def cli(cache: Path, out: Path, arch: str, arch_opt: tuple[str, ...], loss: str, alpha: float,
         beta: float, temperature: float, topk: int | None, kd_warmup: float, epochs: int,
         optimizer: str, lr: float | None, final_lr: float | None, resume: bool, verbose: bool,
@@ -236,9 +256,10 @@ def cli(cache: Path, out: Path, arch: str, arch_opt: tuple[str, ...], loss: str,
     """Train a student of any architecture from the cached teacher soft labels."""
     setup_logging(verbose)
     data = DataPaths.from_options(opts)
+    options = options_from_flags(loss, opts, epochs)
     try:
         distill = DistillConfig(loss=loss, alpha=alpha, beta=beta, temperature=temperature,
-                                topk=topk, warmup_epochs=kd_warmup)
+                                topk=topk, warmup_epochs=kd_warmup, options=options)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     config = StudentConfig(arch=arch, arch_kwargs=parse_options(arch_opt), distill=distill,
