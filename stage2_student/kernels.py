@@ -459,18 +459,20 @@ class TriageBuckets:
 @njit(cache=True, fastmath=_FASTMATH, nogil=True)
 def _triage_rows(lo, hi, binary, nontarget, budget, mass, confusion, size, capped):
     """Rows lo..hi-1. The confusion set is the smallest prefix (cache order: descending)
-    of the kept speakers whose share of the non-target mass is >= tau; found from the back
-    as the largest suffix (tail bucket first) whose share stays <= budget = 1 - tau. The two
-    are the same set, but the suffix form needs no total: at tau = 1 the background is
-    exactly the zero-share buckets, where a prefix sum compared with 1 would hinge on
-    rounding."""
+    of the kept speakers whose share of the non-target mass reaches tau, found from the
+    back: the background is the tail plus the longest run of last kept speakers whose
+    share stays below budget = 1 - tau. The suffix form needs no total (a prefix sum
+    compared with tau * total would hinge on rounding at tau = 1), and the strict '<' keeps
+    every kept speaker in the set at tau = 1, as the definition does, even one whose float32
+    share underflowed to 0. (It differs from '>= tau' only where a prefix's share equals tau
+    to the last bit; the set then takes one more speaker.)"""
     k_prime = confusion.shape[1]
     for i in range(lo, hi):
         rest = nontarget[i, k_prime]  # the tail, with speakers k'..k-1 folded in
         bound = rest > budget  # even all k' kept speakers are short of tau
         n = k_prime
         if not bound:
-            while n > 1 and rest + nontarget[i, n - 1] <= budget:
+            while n > 1 and rest + nontarget[i, n - 1] < budget:
                 n -= 1
                 rest += nontarget[i, n]
         s_conf = np.float32(0.0)

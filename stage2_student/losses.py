@@ -547,7 +547,7 @@ def trkd_terms(student_logits: Tensor, labels: Tensor, topk_index: Tensor, teach
                   < confusion_size.to(z.device).long().view(-1, 1))
         lse_set = _group_lse(z_kept, in_set)
         lse_back = _group_lse(torch.cat([z_kept, z_tail], dim=1),
-                              torch.cat([~in_set, torch.ones_like(in_set[:, :1])], dim=1))
+                              F.pad(~in_set, (0, 1), value=True))  # + the tail
         log_mass = F.log_softmax(torch.cat([z_target, lse_set, lse_back], dim=1), dim=1)
         log_conf = torch.where(in_set, z_kept - lse_set, 0.0)  # outside the set p = 0
         _check_teacher("teacher_mass", teacher_mass, log_mass.shape)
@@ -639,9 +639,10 @@ _OURS_DG = "ours (only the paper's abstract is public to us)"
 
 
 def _binary_entropy_bits(x: float) -> float:
-    """Entropy in bits of the binary distribution sigmoid(+-x)."""
-    p = 1.0 / (1.0 + math.exp(-abs(x)))
-    return -(p * math.log2(p) + (1.0 - p) * math.log2(1.0 - p))
+    """Entropy in bits of the binary distribution sigmoid(+-x): in nats it is
+    log(1 + e^-|x|) + |x| * sigmoid(-|x|), a form without log(0) at any |x|."""
+    x = abs(x)
+    return (math.log1p(math.exp(-x)) + x / (1.0 + math.exp(x))) / math.log(2.0)
 
 
 def log_odds_at_entropy(bits: float) -> float:

@@ -298,7 +298,8 @@ def test_distill_loss_dispatches_to_the_pure_functions():
         "emb": torch.tensor(0.0),
         "ce": torch.tensor(0.0),
     }
-    assert set(want) == set(loss_names())
+    # TRKD and dual-group are dispatched in test_group_losses.py
+    assert set(want) | {"trkd", "dualgroup"} == set(loss_names())
     for name, value in want.items():
         got = distill_loss(DistillConfig(loss=name, **cfg), cached, epoch=1.0)
         torch.testing.assert_close(got, 0.5 * value if name != "ce" else value, **TOL)
