@@ -5,7 +5,10 @@ Times ``stage2_student.kernels.teacher_probs`` (after its warm-up compile, with 
 ``teacher_probs_numpy`` (same math, whole-array numpy) on synthetic cache rows: k=64
 float16 top-k logits, k' in {64, 32}, T=2. Prints a table, writes docs/bench_kernels.md
 and ends with one JSON line: rows_per_s (``--threads`` threads, k=64, k'=64),
-numpy_rows_per_s, speedup_vs_numpy, bytes_per_row_touched.
+numpy_rows_per_s, speedup_vs_numpy, bytes_per_row_touched. The TRKD and dual-group kernels
+(``triage_probs``, ``dual_group_probs``), which regroup ``teacher_probs``' output, are
+timed on it beside it (k'=64, TRKD at tau=0.05, dual-group with softening on): JSON
+trkd_rows_per_s, dualgroup_rows_per_s.
 
 \b
 Examples:
@@ -31,7 +34,16 @@ from llvmlite import binding as llvm
 
 from speaker.cli import run, setup_logging
 from speaker.errors import UserError
-from stage2_student.kernels import TeacherBuckets, teacher_probs, teacher_probs_numpy
+from stage2_student.kernels import (
+    DualGroupBuckets,
+    TeacherBuckets,
+    TriageBuckets,
+    dual_group_probs,
+    teacher_probs,
+    teacher_probs_numpy,
+    triage_probs,
+)
+from stage2_student.losses import log_odds_at_entropy
 
 log = logging.getLogger("bench_kernels")
 
@@ -56,6 +68,17 @@ def bytes_per_row(k: int, k_prime: int) -> int:
     read = 4 + 2 * k + 4
     written = 4 * (2 + (k_prime + 1) + (k_prime + 2))
     return read + written
+
+
+TRKD_TAU = 0.05  # the published end of TRKD's curriculum: the longest background scan
+DUALGROUP_ENTROPY = 0.5  # softening on: the kernel's one log per row is timed too
+
+
+def group_bytes_per_row(kind: str, k_prime: int) -> int:
+    """Bytes the TRKD / dual-group kernel reads from teacher_probs' output and writes."""
+    if kind == "trkd":  # binary + nontarget in; mass, confusion, size, capped out
+        return 4 * 2 + 4 * (k_prime + 1) + 4 * 3 + 4 * k_prime + 4 + 1
+    return 4 * (k_prime + 2) + 4 * (k_prime + 1) + 4 * 2 + 4  # full in; primary, binary, soften
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -92,7 +115,8 @@ def write_report(path: Path, table: list[dict], summary: dict, settings: dict) -
           f"| {r['gb_per_s']:.2f} |" for r in table),
         "",
         "bytes/row counts what one row reads (fp32 target, fp16 top-k, fp32 tail) and writes "
-        "(binary, non-target and full distributions, fp32). rows/CPU-s divides by the CPU "
+        "(binary, non-target and full distributions, fp32); for numba-trkd and "
+        "numba-dualgroup, what they read of those buckets and write. rows/CPU-s divides by the CPU "
         "time of all threads: the throughput per core, unaffected by other jobs on the machine "
         "(compare it with rows/s when the load average is high).",
         "",
@@ -122,14 +146,15 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
 
     table: list[dict] = []
 
-    def record(impl: str, n_threads: int, k_prime: int, timing: tuple[float, float]) -> dict:
+    def record(impl: str, n_threads: int, k_prime: int, timing: tuple[float, float],
+               nbytes: int | None = None) -> dict:
         seconds, cpu_seconds = timing
-        nbytes = bytes_per_row(K, k_prime)
+        nbytes = bytes_per_row(K, k_prime) if nbytes is None else nbytes
         entry = dict(impl=impl, threads=n_threads, k=K, k_prime=k_prime, seconds=seconds,
                      rows_per_s=rows / seconds, rows_per_cpu_s=rows / max(cpu_seconds, 1e-9),
                      bytes_per_row=nbytes, gb_per_s=rows * nbytes / seconds / 1e9)
         table.append(entry)
-        click.echo(f"{impl:6s} threads={n_threads} k={K} k'={k_prime:2d}  {seconds:8.4f} s  "
+        click.echo(f"{impl:15s} threads={n_threads} k={K} k'={k_prime:2d}  {seconds:8.4f} s  "
                    f"{entry['rows_per_s']:>13,.0f} rows/s  {entry['gb_per_s']:5.2f} GB/s  "
                    f"{entry['rows_per_cpu_s']:>13,.0f} rows/CPU-s")
         return entry
@@ -161,6 +186,26 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
         entry = record("numpy", 1, k_prime, timing)
         headline[k_prime]["numpy_rows_per_s"] = entry["rows_per_s"]
 
+    # TRKD and dual-group: on the buckets the DKD kernel gives at k' = k.
+    buckets = teacher_probs(target, topk, tail, K, TEMPERATURE)
+    cap = log_odds_at_entropy(DUALGROUP_ENTROPY)
+    group: dict[str, dict] = {}
+    for kind, call, out in (
+            ("trkd", lambda o: triage_probs(buckets, TRKD_TAU, out=o),
+             TriageBuckets.empty(rows, K)),
+            ("dualgroup", lambda o: dual_group_probs(buckets, cap, out=o),
+             DualGroupBuckets.empty(rows, K))):
+        call(out)  # compile / cache load
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            entry = record(f"numba-{kind}", n_threads, K,
+                           best_time(lambda c=call, o=out: c(o), repeats),
+                           nbytes=group_bytes_per_row(kind, K))
+            if n_threads == threads:
+                group[kind] = entry
+        numba.set_num_threads(threads)
+        del out
+
     main = headline[K]
     summary = dict(
         rows_per_s=round(main["rows_per_s"]),
@@ -172,6 +217,11 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
         rows_per_s_k_prime_32=round(headline[32]["rows_per_s"]),
         speedup_vs_numpy_k_prime_32=round(
             headline[32]["rows_per_s"] / headline[32]["numpy_rows_per_s"], 2),
+        trkd_rows_per_s=round(group["trkd"]["rows_per_s"]),
+        trkd_rows_per_cpu_s=round(group["trkd"]["rows_per_cpu_s"]),
+        dualgroup_rows_per_s=round(group["dualgroup"]["rows_per_s"]),
+        dualgroup_rows_per_cpu_s=round(group["dualgroup"]["rows_per_cpu_s"]),
+        trkd_tau=TRKD_TAU, dualgroup_binary_entropy=DUALGROUP_ENTROPY,
     )
     settings = {
         "CPU": f"{cpu_name()}, {os.cpu_count()} logical cores (LLVM target "
@@ -184,6 +234,10 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
         "k / k' / T": f"{K} (float16) / {', '.join(map(str, K_PRIMES))} / {TEMPERATURE}",
         "numba": "preallocated outputs (`out=`), timed after the warm-up call",
         "numpy": "`teacher_probs_numpy`, float32 whole-array ops, single thread",
+        "numba-trkd / numba-dualgroup": f"`triage_probs` at tau={TRKD_TAU} / "
+                                         f"`dual_group_probs` with softening to "
+                                         f"{DUALGROUP_ENTROPY} bit, on teacher_probs' k'={K} "
+                                         "buckets, preallocated outputs",
         "repeats": repeats,
     }
     write_report(out_path, table, summary, settings)
