@@ -401,6 +401,14 @@ def distill_loss(config: DistillConfig, batch: DistillBatch, epoch: float) -> Te
 # with the loss) instead of DistillConfig growing a field per method. The CLI derives one
 # ``--<loss>-<field>`` flag per field (stage2_student/loss_flags.py).
 
+__all__ += [
+    "LossOptions", "loss_options", "loss_option_classes",
+    "TriageOptions", "trkd_terms", "trkd_loss", "full_logit_trkd_loss",
+    "teacher_buckets_from_logits",
+    "DualGroupOptions", "log_odds_at_entropy", "dual_group_terms", "dual_group_loss",
+    "full_logit_dual_group_loss",
+]
+
 @dataclass(frozen=True)
 class LossOptions:
     """Base of a loss's own options. Each field's ``metadata`` holds ``help`` and ``source``
