@@ -226,7 +226,8 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
 @click.option("--alpha", type=float, default=1.0, help="TCKD weight (dkd).")
 @click.option("--beta", type=float, default=2.0, help="NCKD weight (dkd).")
 @click.option("--temperature", type=float, default=1.0, help="Must be on the cache's grid.")
-@click.option("--topk", type=int, default=None, help="k' <= cache k (default: all k).")
+@click.option("--topk", type=int, default=None, help="k' <= cache k (default: all k): the kept speakers, TRKD's cap and "
+                   "dual-group's primary group.")
 @click.option("--kd-warmup", type=float, default=1.0, help="Epochs of linear KD-weight ramp.")
 @click.option("--teacher-margin/--no-teacher-margin", default=False,
               help="Apply the teacher's AAM margin to its cached target logit.")
