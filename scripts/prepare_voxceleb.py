@@ -44,9 +44,10 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from speaker.atomic import atomic_write_text
 from speaker.audio import load_audio, write_pack
 from speaker.cli import run, setup_logging
-from speaker.data import Manifest, Trial, Utterance, atomic_write_text, read_trials
+from speaker.data import Manifest, Trial, Utterance, read_trials
 from speaker.errors import UserError
 
 log = logging.getLogger("prepare_voxceleb")

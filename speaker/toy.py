@@ -54,6 +54,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import math
@@ -69,8 +70,9 @@ import click
 import numpy as np
 import soundfile
 
+from speaker.atomic import atomic_write_text
 from speaker.cli import run, setup_logging
-from speaker.data import Manifest, Utterance, atomic_write_text
+from speaker.data import Manifest, Utterance
 from speaker.errors import UserError
 
 logger = logging.getLogger("speaker.toy")  # also when run as __main__
@@ -725,8 +727,12 @@ def _trials(cfg: ToyConfig, ids_by_speaker: dict[int, list[str]]) -> list[str]:
 
 
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    # Encoded in memory (the same bytes), so a full or read-only disk fails as an OSError
+    # naming the file; libsndfile's own writes fail with a bare "System error.".
+    buf = io.BytesIO()
+    soundfile.write(buf, audio, sr, subtype="PCM_16", format="WAV")
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), audio, sr, subtype="PCM_16", format="WAV")
+    path.write_bytes(buf.getvalue())
 
 
 def _speaker_job(args: tuple[ToyConfig, int, int, str | None]
@@ -866,12 +872,11 @@ def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
         raise UserError(f"--workers must be >= 1, got {workers}")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
         raise UserError(f"{out} already exists and is not empty; remove it or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
+        stage.mkdir(parents=True)
         imap = pool.imap if pool is not None else map
         train = list(range(cfg.speakers))
         test = [TEST_BASE + j for j in range(cfg.test_speakers)]
@@ -898,6 +903,11 @@ def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
             babble=BABBLE_FILES, babble_s=BABBLE_SECONDS, rirs=RIR_FILES,
             rt_min=min(rt60s), rt_max=max(rt60s), sample_rate=cfg.sample_rate,
         ))
+    except OSError as exc:  # a full or read-only disk: nothing is left behind
+        shutil.rmtree(stage, ignore_errors=True)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise UserError(f"cannot write the corpus to {out}: {exc.strerror or exc}{where}; "
+                        "nothing was written") from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
