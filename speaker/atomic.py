@@ -8,8 +8,12 @@ removed and the previous file (if any) is left as it was. A failing write (``OSE
 becomes a :class:`~speaker.errors.UserError` naming the target and the reason, so a CLI
 prints one line instead of a traceback.
 
+Whole trees (a corpus, a data root) are staged the same way in a directory beside the
+target and swapped in when complete (:func:`atomic_dir`).
+
 Only a SIGKILL between creating and renaming the temporary can leave it behind; its name
-(``.<stem>.tmp-<pid><suffix>``) says what it was and that it may be deleted.
+(``.<stem>.tmp-<pid><suffix>``, ``.<name>.partial-<pid>``) says what it was and that it
+may be deleted.
 
 (The ``store`` package keeps its own small writer: it must not import ``speaker``.)
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +37,9 @@ from speaker.errors import UserError
 
 def write_failure(path: str | os.PathLike[str], exc: OSError) -> UserError:
     """The one-line error for an ``OSError`` while writing ``path`` (full disk, read-only...)."""
-    return UserError(f"cannot write {path}: {exc.strerror or exc}")
+    inside = exc.filename is not None and os.fspath(exc.filename) != os.fspath(path)
+    where = f" ({exc.filename})" if inside else ""
+    return UserError(f"cannot write {path}: {exc.strerror or exc}{where}")
 
 
 @contextlib.contextmanager
@@ -74,6 +81,51 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``path``; when the block succeeds, it
+    replaces ``path`` (a directory or file, if one exists).
+
+    For outputs that are whole trees (a corpus, a prepared data root): a failure or an
+    interrupt removes the staging directory and leaves ``path`` as it was, so nothing
+    half-built ever looks complete. An ``OSError`` becomes a :class:`UserError`.
+
+    Example::
+
+        with atomic_dir("toy") as stage:
+            (stage / "train").mkdir()
+            ...
+    """
+    path = Path(path)
+    stage = path.parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        yield stage
+        _swap_in(stage, path)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(stage: Path, path: Path) -> None:
+    if not os.path.lexists(path):
+        os.replace(stage, path)
+        return
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    os.replace(path, old)
+    try:
+        os.replace(stage, path)
+    except BaseException:
+        os.replace(old, path)  # put the previous output back
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -316,8 +316,8 @@ def describe_augmentation(config: AugmentConfig, bank: NoiseBank) -> str:
 
     Example::
 
-        >>> describe_augmentation(AugmentConfig(), NoiseBank.empty())
-        'augmentation: none (no MUSAN/RIR audio: pass --musan/--rirs or a --data root with musan/ and rirs/; aug_prob 0.6 has nothing to add)'
+        >>> describe_augmentation(AugmentConfig(), NoiseBank.empty())[:44]
+        'augmentation: none -- no MUSAN/RIR audio (--'
     """
     applied = applied_augmentation(config, bank)
     speeds = config.speeds != (1.0,)
@@ -326,9 +326,9 @@ def describe_augmentation(config: AugmentConfig, bank: NoiseBank) -> str:
         return (f"augmentation: with probability {config.aug_prob:g} one of "
                 f"{', '.join(applied['kinds'])}{extra}")
     if config.aug_prob == 0:
-        return f"augmentation: none (aug_prob 0){extra}"
-    return ("augmentation: none (no MUSAN/RIR audio: pass --musan/--rirs or a --data root "
-            f"with musan/ and rirs/; aug_prob {config.aug_prob:g} has nothing to add){extra}")
+        return f"augmentation: none -- aug_prob 0{extra}"
+    return ("augmentation: none -- no MUSAN/RIR audio (--musan/--rirs, or musan/ and rirs/ "
+            f"under --data), so aug_prob {config.aug_prob:g} adds nothing{extra}")
 
 
 def announce_augmentation(config: AugmentConfig, bank: NoiseBank) -> dict[str, Any]:

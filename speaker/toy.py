@@ -60,7 +60,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,7 +69,7 @@ import click
 import numpy as np
 import soundfile
 
-from speaker.atomic import atomic_write_text
+from speaker.atomic import atomic_dir, atomic_write_text
 from speaker.cli import run, setup_logging
 from speaker.data import Manifest, Utterance
 from speaker.errors import UserError
@@ -857,7 +856,8 @@ slightly per utterance. See the docstring of speaker/toy.py for the seeding sche
 
 def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
              force: bool = False) -> None:
-    """Write the corpus to ``out`` (staged next to it and renamed into place when complete).
+    """Write the corpus to ``out`` (staged next to it and renamed into place when complete,
+    :func:`speaker.atomic.atomic_dir`: a full disk or an interrupt leaves nothing behind).
 
     An existing non-empty ``out`` is a :class:`UserError` unless ``force`` (then it is
     replaced once the new corpus is complete).
@@ -872,58 +872,38 @@ def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
         raise UserError(f"--workers must be >= 1, got {workers}")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
         raise UserError(f"{out} already exists and is not empty; remove it or pass --force")
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
-        stage.mkdir(parents=True)
-        imap = pool.imap if pool is not None else map
-        train = list(range(cfg.speakers))
-        test = [TEST_BASE + j for j in range(cfg.test_speakers)]
-        logger.info("synthesising %d training speakers x %d utterances", len(train),
-                    cfg.utts_per_speaker)
-        _write_set(cfg, stage / "train", train, cfg.utts_per_speaker, imap, "train")
-        logger.info("synthesising %d test speakers x %d utterances", len(test), cfg.test_utts)
-        test_ids = _write_set(cfg, stage / "test", test, cfg.test_utts, imap, "test")
-        trials = _trials(cfg, test_ids)
-        _write_lines(stage / "test" / "trials.txt", trials)
-        logger.info("writing the noise bank and RIRs")
-        rt60s = _write_bank(cfg, stage)
-        params = cfg.to_dict()
-        atomic_write_text(stage / "toy.json", json.dumps(
-            {"format_version": FORMAT_VERSION, **params}, indent=2, sort_keys=True) + "\n")
-        width = max(len(k) for k in params)
-        atomic_write_text(stage / "README.txt", _README.format(
-            version=FORMAT_VERSION,
-            params="\n".join(f"  {k:<{width}}  {v}" for k, v in params.items()),
-            n_train=cfg.speakers, first_train=0, train_utts=cfg.speakers * cfg.utts_per_speaker,
-            n_test=cfg.test_speakers, first_test=TEST_BASE,
-            test_utts=cfg.test_speakers * cfg.test_utts, n_trials=len(trials),
-            noise=NOISE_FILES, noise_s=NOISE_SECONDS, music=MUSIC_FILES, music_s=MUSIC_SECONDS,
-            babble=BABBLE_FILES, babble_s=BABBLE_SECONDS, rirs=RIR_FILES,
-            rt_min=min(rt60s), rt_max=max(rt60s), sample_rate=cfg.sample_rate,
-        ))
-    except OSError as exc:  # a full or read-only disk: nothing is left behind
-        shutil.rmtree(stage, ignore_errors=True)
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise UserError(f"cannot write the corpus to {out}: {exc.strerror or exc}{where}; "
-                        "nothing was written") from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        with atomic_dir(out) as stage:
+            imap = pool.imap if pool is not None else map
+            train = list(range(cfg.speakers))
+            test = [TEST_BASE + j for j in range(cfg.test_speakers)]
+            logger.info("synthesising %d training speakers x %d utterances", len(train),
+                        cfg.utts_per_speaker)
+            _write_set(cfg, stage / "train", train, cfg.utts_per_speaker, imap, "train")
+            logger.info("synthesising %d test speakers x %d utterances", len(test), cfg.test_utts)
+            test_ids = _write_set(cfg, stage / "test", test, cfg.test_utts, imap, "test")
+            trials = _trials(cfg, test_ids)
+            _write_lines(stage / "test" / "trials.txt", trials)
+            logger.info("writing the noise bank and RIRs")
+            rt60s = _write_bank(cfg, stage)
+            params = cfg.to_dict()
+            atomic_write_text(stage / "toy.json", json.dumps(
+                {"format_version": FORMAT_VERSION, **params}, indent=2, sort_keys=True) + "\n")
+            width = max(len(k) for k in params)
+            atomic_write_text(stage / "README.txt", _README.format(
+                version=FORMAT_VERSION,
+                params="\n".join(f"  {k:<{width}}  {v}" for k, v in params.items()),
+                n_train=cfg.speakers, first_train=0, train_utts=cfg.speakers * cfg.utts_per_speaker,
+                n_test=cfg.test_speakers, first_test=TEST_BASE,
+                test_utts=cfg.test_speakers * cfg.test_utts, n_trials=len(trials),
+                noise=NOISE_FILES, noise_s=NOISE_SECONDS, music=MUSIC_FILES, music_s=MUSIC_SECONDS,
+                babble=BABBLE_FILES, babble_s=BABBLE_SECONDS, rirs=RIR_FILES,
+                rt_min=min(rt60s), rt_max=max(rt60s), sample_rate=cfg.sample_rate,
+            ))
     finally:
         if pool is not None:
             pool.terminate()
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(stage, out)
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(stage, out)
     logger.info("wrote %s", out)
 
 
