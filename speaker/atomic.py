@@ -50,7 +50,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ``savefig``, h5py); the suffix is kept so writers that infer a format from it still
     do. On success the file is fsynced and renamed over ``path``, and the directory is
     fsynced so the rename survives a crash. On failure nothing under ``path`` changes and
-    the temporary is removed; an ``OSError`` is re-raised as a :class:`UserError`.
+    the temporary is removed; an ``OSError`` (also one a writer wrapped in another
+    exception) is re-raised as a :class:`UserError`.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
@@ -64,11 +65,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
-        raise write_failure(path, exc) from None
+    except Exception as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise write_failure(path, cause) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The ``OSError`` behind ``exc``, if any: some writers wrap it (``torch.save`` on a
+    full disk ends in a ``RuntimeError`` from its zip writer, raised while handling it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -389,7 +389,7 @@ def test_read_only_disk(tool: str, student_cache, tmp_path: Path):
                    if tool == "invalidate" else
                    [*python, "store", "stats", str(disk / "logits.zarr"), "--plot",
                     str(disk / "stats.png")])
-    rc, err, files = run_on_small_disk(disk, command, size_kb=4096, read_only=True,
+    rc, err, files = run_on_small_disk(disk, command, size_kb=65536, read_only=True,
                                        seed_from=seed)
     assert_one_line(rc, err, "Read-only file system")
     assert files == snapshot(seed)
