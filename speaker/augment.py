@@ -4,8 +4,8 @@ Wespeaker/Kaldi style: with probability ``aug_prob`` a view gets exactly one of
 
 * **reverb** (share ``reverb_prob``): convolution with a room impulse response normalised to
   unit energy, aligned at its direct-path peak (strongest tap) so speech is not delayed,
-  cut to the original length. FFT length is padded to a power of two (DESIGN.md: 4 ms
-  instead of 22 ms for ``fftconvolve`` on a 2-s crop with a 0.5-s RIR);
+  cut to the original length. FFT length is padded to a power of two (4 ms instead of
+  22 ms for ``fftconvolve`` on a 2-s crop with a 0.5-s RIR; docs/ARCHITECTURE.md);
 * **noise** / **music** / **babble** (the rest, in equal shares): MUSAN noise or music at an
   SNR drawn from ``noise_snr`` / ``music_snr``, or the sum of 3-7 MUSAN speech segments
   (each at equal power) at an SNR drawn from ``babble_snr``.
