@@ -11,8 +11,7 @@ Every entry point runs through :func:`run`, which gives every CLI the same contr
   same way: one line saying what stopped the run and, for a command with ``--resume``,
   how to continue it; exit 130 / 143. Both arrive as ``KeyboardInterrupt`` in the main
   thread, so the code they interrupt unwinds exactly as for Ctrl-C (background writers
-  finish their shard, temporary files are removed);
-* ``-h`` works like ``--help``, in every command and subcommand.
+  finish their shard, temporary files are removed).
 """
 
 from __future__ import annotations
@@ -39,9 +38,6 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-HELP_OPTIONS = ["-h", "--help"]
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be."""
 
@@ -58,13 +54,12 @@ def _interrupted(command: click.Command, how: str, status: int) -> None:
 
 
 def run(command: click.Command, user_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """Invoke ``command`` with the contract above (one-line errors, signals, ``-h``)."""
+    """Invoke ``command`` with the contract above (one-line errors and signals)."""
     handled = (UserError, *user_errors)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        # Passed to the root context, so every subcommand inherits it.
-        command.main(standalone_mode=False, help_option_names=HELP_OPTIONS)
+        command.main(standalone_mode=False)
     except handled as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

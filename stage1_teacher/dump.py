@@ -384,7 +384,7 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
             "wait_s": wait_s, "write_s": background.busy_s}
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.option("--teacher", "teacher_spec", required=True,
               help="model.pt from stage1_teacher.train, a TorchScript file, or module:factory.")
 @data_options

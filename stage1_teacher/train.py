@@ -221,7 +221,7 @@ def ce_step(net: torch.nn.Module, batch: Any, epoch: float) -> tuple[torch.Tenso
     return loss, {"loss": loss.item(), "acc": acc.item()}
 
 
-@click.command(context_settings={"show_default": True}, epilog="""\b
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]}, epilog="""\b
 Examples:
   python -m stage1_teacher.train --preset demo --data toy --out exp/teacher
   python -m stage1_teacher.train --preset demo --data toy --out exp/teacher --resume

@@ -44,6 +44,7 @@ def count(arch: str, kwargs: dict) -> int:
 
 
 @click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
     epilog="""Examples:
 
 \b
