@@ -17,6 +17,8 @@ import os
 import platform
 from pathlib import Path
 
+from speaker.atomic import atomic_write_text
+
 
 def cores() -> int:
     """CPU cores this process may run on (the affinity mask, not the machine's count)."""
@@ -35,12 +37,9 @@ def cpu_name() -> str:
 
 
 def write_atomic(path: Path, lines: list[str], summary: dict | None = None) -> None:
-    """Write ``lines`` to ``path`` (a Markdown report) via a temporary file and a rename,
+    """Write ``lines`` to ``path`` (a Markdown report) atomically (:mod:`speaker.atomic`),
     closed by ``summary`` as the JSON line the script prints last, when given."""
     if summary is not None:
         lines = [*lines, "## Summary (the script's last line)", "", "```json",
                  json.dumps(summary), "```", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines))

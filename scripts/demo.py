@@ -26,6 +26,8 @@ from pathlib import Path
 
 import click
 
+from speaker.atomic import atomic_write_text
+
 log = logging.getLogger("demo")
 
 
@@ -96,7 +98,7 @@ def run_demo(out: Path, size: DemoSize, workers: int) -> str:
         step("store verify", ["-m", "store", "verify", str(cache)])
         step("replay verify", ["-m", "stage1_teacher.verify", str(cache), "--teacher", model,
                                *data, "--rows", "64"])
-        (out / "verify.txt").write_text("store and replay verified\n")
+        atomic_write_text(out / "verify.txt", "store and replay verified\n")
     models = {"teacher": model}
     for name, arch, opts in STUDENTS:
         for loss, loss_args in LOSSES:
@@ -127,7 +129,7 @@ def main(out: Path, quick: bool, workers: int) -> None:
                         datefmt="%H:%M:%S")
     out.mkdir(parents=True, exist_ok=True)
     size = SIZES["quick" if quick else "full"]
-    (out / "demo.json").write_text(json.dumps(size.__dict__, indent=2) + "\n")
+    atomic_write_text(out / "demo.json", json.dumps(size.__dict__, indent=2) + "\n")
     table = run_demo(out, size, workers)
     click.echo(f"\nResults ({out / 'results'}; DET plot det.png):\n\n{table}")
 

@@ -37,16 +37,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
+from speaker.atomic import atomic_dir, atomic_write_text
 from speaker.audio import load_audio, write_pack
 from speaker.cli import run, setup_logging
-from speaker.data import Manifest, Trial, Utterance, atomic_write_text, read_trials
+from speaker.data import Manifest, Trial, Utterance, read_trials
 from speaker.errors import UserError
 
 log = logging.getLogger("prepare_voxceleb")
@@ -148,10 +148,7 @@ def prepare(
         log.warning("%d test speakers also occur in the training data (e.g. %s): test EERs "
                     "will be optimistic", len(shared), sorted(shared)[0])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
+    with atomic_dir(out) as stage:
         (stage / "train").mkdir(parents=True)
         (stage / "test").mkdir()
         if pack_audio:
@@ -180,16 +177,6 @@ def prepare(
             "pack": pack_audio,
             "sample_rate": sample_rate,
         }, indent=2, sort_keys=True) + "\n")
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(stage, out)
     log.info("wrote %s", out)
     return summary
 

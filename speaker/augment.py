@@ -4,8 +4,8 @@ Wespeaker/Kaldi style: with probability ``aug_prob`` a view gets exactly one of
 
 * **reverb** (share ``reverb_prob``): convolution with a room impulse response normalised to
   unit energy, aligned at its direct-path peak (strongest tap) so speech is not delayed,
-  cut to the original length. FFT length is padded to a power of two (DESIGN.md: 4 ms
-  instead of 22 ms for ``fftconvolve`` on a 2-s crop with a 0.5-s RIR);
+  cut to the original length. FFT length is padded to a power of two (4 ms instead of
+  22 ms for ``fftconvolve`` on a 2-s crop with a 0.5-s RIR; docs/ARCHITECTURE.md);
 * **noise** / **music** / **babble** (the rest, in equal shares): MUSAN noise or music at an
   SNR drawn from ``noise_snr`` / ``music_snr``, or the sum of 3-7 MUSAN speech segments
   (each at equal power) at an SNR drawn from ``babble_snr``.
@@ -286,6 +286,60 @@ def _uniform(u: float, lo_hi: tuple[float, float]) -> float:
     return lo + u * (hi - lo)
 
 
+def _kind_weights(config: AugmentConfig, bank: NoiseBank) -> list[tuple[str, float]]:
+    """(kind, unnormalised share) of every kind a view may get: ``reverb_prob`` for reverb,
+    the rest split evenly over noise, music and babble; kinds the bank lacks drop out."""
+    share = (1.0 - config.reverb_prob) / 3.0
+    weights = [(k, config.reverb_prob if k == "reverb" else share) for k in bank.available()]
+    return [(k, w) for k, w in weights if w > 0]
+
+
+def applied_augmentation(config: AugmentConfig, bank: NoiseBank) -> dict[str, Any]:
+    """What a run with ``config`` and ``bank`` really does to its crops, for config.json.
+
+    ``aug_prob`` only says how often a view *would* be augmented; without MUSAN/RIR audio
+    nothing is added, and a run must say so rather than record 0.6 and train on clean
+    crops. ``probability`` is 0 when no kind can be served.
+
+    Example::
+
+        >>> applied_augmentation(AugmentConfig(), NoiseBank.empty())
+        {'kinds': [], 'probability': 0.0, 'speeds': [1.0], 'gain_db': [0.0, 0.0]}
+    """
+    kinds = [k for k, _ in _kind_weights(config, bank)] if config.aug_prob > 0 else []
+    return {"kinds": kinds, "probability": config.aug_prob if kinds else 0.0,
+            "speeds": list(config.speeds), "gain_db": list(config.gain_db)}
+
+
+def describe_augmentation(config: AugmentConfig, bank: NoiseBank) -> str:
+    """One line for the start of a run: what its crops get, and why nothing if nothing.
+
+    Example::
+
+        >>> describe_augmentation(AugmentConfig(), NoiseBank.empty())[:44]
+        'augmentation: none -- no MUSAN/RIR audio (--'
+    """
+    applied = applied_augmentation(config, bank)
+    speeds = config.speeds != (1.0,)
+    extra = f"; speed perturbation {', '.join(f'{s:g}' for s in config.speeds)}" if speeds else ""
+    if applied["kinds"]:
+        return (f"augmentation: with probability {config.aug_prob:g} one of "
+                f"{', '.join(applied['kinds'])}{extra}")
+    if config.aug_prob == 0:
+        return f"augmentation: none -- aug_prob 0{extra}"
+    return ("augmentation: none -- no MUSAN/RIR audio (--musan/--rirs, or musan/ and rirs/ "
+            f"under --data), so aug_prob {config.aug_prob:g} adds nothing{extra}")
+
+
+def announce_augmentation(config: AugmentConfig, bank: NoiseBank) -> dict[str, Any]:
+    """Log :func:`describe_augmentation` (a warning when ``aug_prob`` asks for augmentation
+    the bank cannot give) and return :func:`applied_augmentation` for the run's record."""
+    applied = applied_augmentation(config, bank)
+    level = logging.WARNING if config.aug_prob > 0 and not applied["kinds"] else logging.INFO
+    logger.log(level, describe_augmentation(config, bank))
+    return applied
+
+
 def draw_params(
     num_samples: int, seed: int, config: AugmentConfig, bank: NoiseBank
 ) -> AugmentParams:
@@ -303,10 +357,7 @@ def draw_params(
     u = rng.random(_U_BABBLE + 2 * config.babble_speakers[1]).tolist()
     gain = _uniform(u[_U_GAIN], config.gain_db)
 
-    avail = bank.available()
-    share = (1.0 - config.reverb_prob) / 3.0
-    weights = [(k, config.reverb_prob if k == "reverb" else share) for k in avail]
-    weights = [(k, w) for k, w in weights if w > 0]
+    weights = _kind_weights(config, bank)
     total = sum(w for _, w in weights)
     if not weights or u[_U_APPLY] >= config.aug_prob:
         return AugmentParams(gain_db=gain)

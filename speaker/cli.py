@@ -1,21 +1,32 @@
-"""Shared glue for the project's click CLIs: logging setup and one-line errors.
+"""Shared glue for the project's click CLIs: logging setup, one-line errors, signals.
 
-Every entry point runs through :func:`run`, so bad input (``UserError`` or any
-other exception type passed in ``user_errors``) prints ``error: <message>`` on
-stderr and exits with status 2 instead of a traceback.
+Every entry point runs through :func:`run`, which gives every CLI the same contract:
+
+* bad input (``UserError`` or any other exception type passed in ``user_errors``) prints
+  ``error: <message>`` on stderr and exits with status 2 instead of a traceback;
+* a file system that refuses a write or read (``OSError``: full or read-only disk,
+  permissions) is one ``error:`` line as well, exit 2 -- writers go through
+  :mod:`speaker.atomic`, so nothing half-written is left under a final name;
+* Ctrl-C (SIGINT) and SIGTERM (what schedulers, ``timeout`` and ``kill`` send) end the
+  same way: one line saying what stopped the run and, for a command with ``--resume``,
+  how to continue it; exit 130 / 143. Both arrive as ``KeyboardInterrupt`` in the main
+  thread, so the code they interrupt unwinds exactly as for Ctrl-C (background writers
+  finish their shard, temporary files are removed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
+from speaker.atomic import atomic_write_text
 from speaker.errors import UserError
 
 
@@ -27,17 +38,37 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _interrupted(command: click.Command, how: str, status: int) -> None:
+    resumable = any(p.name == "resume" for p in command.params)
+    hint = "; rerun the same command with --resume to continue" if resumable else ""
+    click.echo(f"error: interrupted ({how}){hint}", err=True)
+    sys.exit(status)
+
+
 def run(command: click.Command, user_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """Invoke ``command`` turning user errors into one line and exit status 2."""
+    """Invoke ``command`` with the contract above (one-line errors and signals)."""
     handled = (UserError, *user_errors)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         command.main(standalone_mode=False)
     except handled as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns KeyboardInterrupt (Ctrl-C, or SIGTERM via _on_sigterm) into Abort.
+        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
+        if isinstance(cause, _Terminated):
+            _interrupted(command, "SIGTERM", 128 + signal.SIGTERM)
+        _interrupted(command, "Ctrl-C", 130)
     except click.UsageError as exc:
         # click's own usage errors (bad option values) as the same single line.
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
@@ -46,6 +77,14 @@ def run(command: click.Command, user_errors: tuple[type[BaseException], ...] = (
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A disk that is full, read-only or not ours: not a bug, and no traceback helps.
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
+    finally:
+        if in_main_thread:  # None: the handler was not set from Python (the default)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def parse_options(pairs: tuple[str, ...], what: str = "--arch-opt") -> dict[str, Any]:
@@ -67,8 +106,5 @@ def parse_options(pairs: tuple[str, ...], what: str = "--arch-opt") -> dict[str,
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (tmp file + rename) so a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (see :mod:`speaker.atomic`): a kill never leaves half a file."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -29,6 +29,7 @@ from typing import Any, overload
 
 import soundfile
 
+from speaker.atomic import atomic_write_text
 from speaker.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -92,28 +93,6 @@ def _utterance_from_dict(d: Any, where: str, base: Path | None) -> Utterance:
     if base is not None and not os.path.isabs(path):
         path = str(base / path)
     return Utterance(d["id"], d["speaker"], path, d["num_samples"], d["sample_rate"], key)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``.
-
-    A crash never leaves a half-written file under the final name.
-
-    Example::
-
-        atomic_write_text("out/manifest.jsonl", text)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class Manifest(Sequence[Utterance]):
@@ -300,6 +279,8 @@ class Manifest(Sequence[Utterance]):
         for utt, (path, lineno) in wavs.items():
             if utt not in speakers:
                 raise UserError(f"{scp}:{lineno}: utterance {utt!r} has no speaker in {u2s}")
+            if not os.path.isfile(path):  # one stat, also when utt2num_samples spares the header
+                raise UserError(f"{scp}:{lineno}: audio {path} of utterance {utt!r} does not exist")
             spk = speakers[utt][0]
             if " " in spk:
                 raise UserError(f"{u2s}:{speakers[utt][1]}: expected '<utt> <speaker>'")
@@ -310,7 +291,10 @@ class Manifest(Sequence[Utterance]):
                 except ValueError:
                     raise UserError(f"{n2s}:{ln}: {text!r} is not a sample count") from None
             else:
-                n = audio_num_samples(path, sample_rate)
+                try:
+                    n = audio_num_samples(path, sample_rate)
+                except UserError as exc:
+                    raise UserError(f"{scp}:{lineno}: {exc}") from None
             # absolute, so a manifest written elsewhere still finds the file
             utts.append(Utterance(utt, spk, os.path.abspath(path), n, sample_rate))
         if not utts:
@@ -468,7 +452,8 @@ def read_trials(
     """Read a trial list: VoxCeleb ``1 a.wav b.wav`` or Kaldi ``a b target|nontarget`` lines.
 
     With ``known_ids`` every id must be known; the first unknown one is a
-    :class:`UserError` naming ``file:line``.
+    :class:`UserError` naming ``file:line``. A list without target trials, or without
+    non-target trials, is a :class:`UserError` too (nothing could be scored).
 
     Example::
 
@@ -504,4 +489,10 @@ def read_trials(
         trials.append(trial)
     if not trials:
         raise UserError(f"{path}: no trials")
+    kinds = {t.target for t in trials}
+    if len(kinds) == 1:
+        # Checked here, when a run starts, not when its last epoch is scored.
+        missing = "non-target" if True in kinds else "target"
+        raise UserError(f"{path}: no {missing} trials; EER and minDCF need target and "
+                        "non-target trials")
     return trials

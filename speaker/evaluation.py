@@ -36,17 +36,19 @@ def extract_embeddings(
     reader: AudioReader,
     device: str = "cpu",
     min_seconds: float = MIN_SECONDS,
+    desc: str = "embedding",
 ) -> dict[str, np.ndarray]:
     """Embed every utterance of ``manifest`` whole; -> {utterance id: float32 vector}.
 
-    An utterance shorter than ``min_seconds`` is repeat-padded to that length.
+    An utterance shorter than ``min_seconds`` is repeat-padded to that length; ``desc``
+    labels the progress bar (say which model when several are evaluated).
     """
     was_training = model.training
     model.eval()
     wants_wave = getattr(model, "input_kind", "fbank") == "wave"
     out: dict[str, np.ndarray] = {}
     # a bar only where embedding takes a while (seconds per hundred utterances on a CPU)
-    for utt in tqdm(manifest, desc="embedding", unit="utt", leave=False,
+    for utt in tqdm(manifest, desc=desc, unit="utt", leave=False,
                     disable=len(manifest) < 100):
         min_samples = int(round(min_seconds * reader.sample_rate))
         wave = reader.read(utt, 0, None if utt.num_samples >= min_samples else min_samples)
@@ -89,6 +91,7 @@ def evaluate_model(
     reader: AudioReader,
     device: str = "cpu",
     min_seconds: float = MIN_SECONDS,
+    desc: str = "embedding",
 ) -> VerificationResult:
-    embeddings = extract_embeddings(model, manifest, reader, device, min_seconds)
+    embeddings = extract_embeddings(model, manifest, reader, device, min_seconds, desc)
     return score_trials(embeddings, trials)

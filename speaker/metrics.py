@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from speaker.atomic import atomic_path
 from speaker.errors import UserError
 
 __all__ = ["compute_eer", "compute_min_dcf", "det_points", "plot_det", "probit"]
@@ -201,9 +202,8 @@ def plot_det(
 ) -> None:
     """Plot DET curves ``{label: (p_fa, p_miss)}`` on normal-deviate axes into ``path``.
 
-    Written with matplotlib's Agg canvas (no display, no global pyplot state) to a temporary
-    file that replaces ``path`` only when complete; the format follows the suffix (.png, .pdf,
-    .svg). Each curve's EER point is marked.
+    Written with matplotlib's Agg canvas (no display, no global pyplot state), atomically
+    (:mod:`speaker.atomic`); the format follows the suffix (.png, .pdf, .svg). Each curve's EER point is marked.
 
     Example::
 
@@ -252,10 +252,5 @@ def plot_det(
     ax.grid(True, linewidth=0.5, alpha=0.6)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

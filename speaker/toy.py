@@ -54,12 +54,12 @@ Example::
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import math
 import multiprocessing
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,8 +69,9 @@ import click
 import numpy as np
 import soundfile
 
+from speaker.atomic import atomic_dir, atomic_write_text
 from speaker.cli import run, setup_logging
-from speaker.data import Manifest, Utterance, atomic_write_text
+from speaker.data import Manifest, Utterance
 from speaker.errors import UserError
 
 logger = logging.getLogger("speaker.toy")  # also when run as __main__
@@ -725,8 +726,12 @@ def _trials(cfg: ToyConfig, ids_by_speaker: dict[int, list[str]]) -> list[str]:
 
 
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    # Encoded in memory (the same bytes), so a full or read-only disk fails as an OSError
+    # naming the file; libsndfile's own writes fail with a bare "System error.".
+    buf = io.BytesIO()
+    soundfile.write(buf, audio, sr, subtype="PCM_16", format="WAV")
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), audio, sr, subtype="PCM_16", format="WAV")
+    path.write_bytes(buf.getvalue())
 
 
 def _speaker_job(args: tuple[ToyConfig, int, int, str | None]
@@ -851,7 +856,8 @@ slightly per utterance. See the docstring of speaker/toy.py for the seeding sche
 
 def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
              force: bool = False) -> None:
-    """Write the corpus to ``out`` (staged next to it and renamed into place when complete).
+    """Write the corpus to ``out`` (staged next to it and renamed into place when complete,
+    :func:`speaker.atomic.atomic_dir`: a full disk or an interrupt leaves nothing behind).
 
     An existing non-empty ``out`` is a :class:`UserError` unless ``force`` (then it is
     replaced once the new corpus is complete).
@@ -866,54 +872,38 @@ def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
         raise UserError(f"--workers must be >= 1, got {workers}")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
         raise UserError(f"{out} already exists and is not empty; remove it or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
-        imap = pool.imap if pool is not None else map
-        train = list(range(cfg.speakers))
-        test = [TEST_BASE + j for j in range(cfg.test_speakers)]
-        logger.info("synthesising %d training speakers x %d utterances", len(train),
-                    cfg.utts_per_speaker)
-        _write_set(cfg, stage / "train", train, cfg.utts_per_speaker, imap, "train")
-        logger.info("synthesising %d test speakers x %d utterances", len(test), cfg.test_utts)
-        test_ids = _write_set(cfg, stage / "test", test, cfg.test_utts, imap, "test")
-        trials = _trials(cfg, test_ids)
-        _write_lines(stage / "test" / "trials.txt", trials)
-        logger.info("writing the noise bank and RIRs")
-        rt60s = _write_bank(cfg, stage)
-        params = cfg.to_dict()
-        atomic_write_text(stage / "toy.json", json.dumps(
-            {"format_version": FORMAT_VERSION, **params}, indent=2, sort_keys=True) + "\n")
-        width = max(len(k) for k in params)
-        atomic_write_text(stage / "README.txt", _README.format(
-            version=FORMAT_VERSION,
-            params="\n".join(f"  {k:<{width}}  {v}" for k, v in params.items()),
-            n_train=cfg.speakers, first_train=0, train_utts=cfg.speakers * cfg.utts_per_speaker,
-            n_test=cfg.test_speakers, first_test=TEST_BASE,
-            test_utts=cfg.test_speakers * cfg.test_utts, n_trials=len(trials),
-            noise=NOISE_FILES, noise_s=NOISE_SECONDS, music=MUSIC_FILES, music_s=MUSIC_SECONDS,
-            babble=BABBLE_FILES, babble_s=BABBLE_SECONDS, rirs=RIR_FILES,
-            rt_min=min(rt60s), rt_max=max(rt60s), sample_rate=cfg.sample_rate,
-        ))
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        with atomic_dir(out) as stage:
+            imap = pool.imap if pool is not None else map
+            train = list(range(cfg.speakers))
+            test = [TEST_BASE + j for j in range(cfg.test_speakers)]
+            logger.info("synthesising %d training speakers x %d utterances", len(train),
+                        cfg.utts_per_speaker)
+            _write_set(cfg, stage / "train", train, cfg.utts_per_speaker, imap, "train")
+            logger.info("synthesising %d test speakers x %d utterances", len(test), cfg.test_utts)
+            test_ids = _write_set(cfg, stage / "test", test, cfg.test_utts, imap, "test")
+            trials = _trials(cfg, test_ids)
+            _write_lines(stage / "test" / "trials.txt", trials)
+            logger.info("writing the noise bank and RIRs")
+            rt60s = _write_bank(cfg, stage)
+            params = cfg.to_dict()
+            atomic_write_text(stage / "toy.json", json.dumps(
+                {"format_version": FORMAT_VERSION, **params}, indent=2, sort_keys=True) + "\n")
+            width = max(len(k) for k in params)
+            atomic_write_text(stage / "README.txt", _README.format(
+                version=FORMAT_VERSION,
+                params="\n".join(f"  {k:<{width}}  {v}" for k, v in params.items()),
+                n_train=cfg.speakers, first_train=0, train_utts=cfg.speakers * cfg.utts_per_speaker,
+                n_test=cfg.test_speakers, first_test=TEST_BASE,
+                test_utts=cfg.test_speakers * cfg.test_utts, n_trials=len(trials),
+                noise=NOISE_FILES, noise_s=NOISE_SECONDS, music=MUSIC_FILES, music_s=MUSIC_SECONDS,
+                babble=BABBLE_FILES, babble_s=BABBLE_SECONDS, rirs=RIR_FILES,
+                rt_min=min(rt60s), rt_max=max(rt60s), sample_rate=cfg.sample_rate,
+            ))
     finally:
         if pool is not None:
             pool.terminate()
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(stage, out)
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(stage, out)
     logger.info("wrote %s", out)
 
 

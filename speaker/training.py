@@ -323,7 +323,13 @@ class Trainer:
             self.net.head.margin = self.margins.margin(progress)
             loss, logs = step_loss(self.wrapped, batch, progress)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} step {step}")
+                # Input audio is checked for NaN/inf when read (speaker.audio), so this is
+                # the optimisation diverging: one line, the last checkpoint stays as it was.
+                raise UserError(
+                    f"the loss became NaN/inf at epoch {epoch + 1} step {step}: training "
+                    f"diverged (a lower --lr may help); {self.checkpoint.path} keeps the "
+                    "last completed epoch"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from speaker.augment import AugmentConfig
+from speaker.augment import AugmentConfig, announce_augmentation
 from speaker.cli import run, setup_logging
 from speaker.data import LabelMap, Manifest
 from speaker.dataset import ViewRenderer, check_audio
@@ -339,6 +339,7 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
     sample_rate = manifest[0].sample_rate
     check_audio(manifest, sample_rate, "training manifest")
     bank = data.noise_bank(sample_rate)
+    announce_augmentation(config.augment, bank)
     render = ViewRenderer(
         manifest, label_map, int(round(config.crop_seconds * sample_rate)), config.augment, bank,
         sample_rate=sample_rate, input_kind=teacher.input_kind,
@@ -383,7 +384,7 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
             "wait_s": wait_s, "write_s": background.busy_s}
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.option("--teacher", "teacher_spec", required=True,
               help="model.pt from stage1_teacher.train, a TorchScript file, or module:factory.")
 @data_options

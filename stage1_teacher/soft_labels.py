@@ -4,7 +4,7 @@ For each row: the target logit, the top-k non-target classes sorted by logit and
 their logits, and ``tail_lse[:, j] = logsumexp(z_i / T_j)`` over the non-targets
 that are not in the top-k (``-inf`` when nothing is left). With these, the
 teacher's target probability at any grid temperature is exact, and its non-target
-distribution is exact on the k kept classes plus one tail bucket (DESIGN.md).
+distribution is exact on the k kept classes plus one tail bucket (docs/ARCHITECTURE.md).
 
 Example::
 

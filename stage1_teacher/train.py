@@ -13,6 +13,13 @@ change): the LR schedule, for one, spans ``--epochs``. Bad input (missing, corru
 mixed-rate audio, unknown trial ids, duplicate ids) stops the run with one ``error:``
 line before anything is overwritten; utterances shorter than the crop are repeat-padded.
 
+Augmentation draws on MUSAN/RIR audio (``--musan``/``--rirs``, or ``musan/`` and ``rirs/``
+under ``--data``). Without it nothing is added whatever ``aug_prob`` says: the run says so
+in one warning line at the start and ``config.json`` records what the crops really get
+under ``augmentation`` (``kinds: []``, ``probability: 0``) next to the requested
+``augment`` settings. (Refusing instead would break runs that want clean crops; the line
+and the record make the choice visible.)
+
 Examples::
 
     python -m stage1_teacher.train --preset demo --data toy/ --out exp/teacher
@@ -33,7 +40,7 @@ import click
 import torch
 from torch.utils.data import DataLoader
 
-from speaker.augment import AugmentConfig
+from speaker.augment import AugmentConfig, announce_augmentation
 from speaker.cli import parse_options, run, setup_logging, write_json
 from speaker.data import LabelMap
 from speaker.dataset import EpochViews, ViewRenderer, check_audio
@@ -135,12 +142,14 @@ def train_teacher(config: TeacherConfig, data: DataPaths, out: Path, resume: boo
     label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
     sample_rate = manifest[0].sample_rate
     check_audio(manifest, sample_rate, "training manifest")
+    bank = data.noise_bank(sample_rate)
+    augmentation = announce_augmentation(config.augment, bank)
     render = ViewRenderer(
         manifest,
         label_map,
         crop_samples=int(round(config.crop_seconds * sample_rate)),
         augment=config.augment,
-        bank=data.noise_bank(sample_rate),
+        bank=bank,
         sample_rate=sample_rate,
     )
     views = EpochViews(render, config.views_per_utt, config.seed, ctx.rank, ctx.world_size)
@@ -161,7 +170,9 @@ def train_teacher(config: TeacherConfig, data: DataPaths, out: Path, resume: boo
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    config_dict = {"kind": "teacher", **asdict(config), "data": data.to_dict()}
+    # "augmentation": what the crops really get (config.augment is what was asked for).
+    config_dict = {"kind": "teacher", **asdict(config), "data": data.to_dict(),
+                   "augmentation": augmentation}
     trainer = Trainer(
         SpeakerNet(model, head),
         config.schedule,
@@ -210,7 +221,7 @@ def ce_step(net: torch.nn.Module, batch: Any, epoch: float) -> tuple[torch.Tenso
     return loss, {"loss": loss.item(), "acc": acc.item()}
 
 
-@click.command(context_settings={"show_default": True}, epilog="""\b
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]}, epilog="""\b
 Examples:
   python -m stage1_teacher.train --preset demo --data toy --out exp/teacher
   python -m stage1_teacher.train --preset demo --data toy --out exp/teacher --resume

@@ -113,7 +113,7 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
         return (np.log(np.exp(x - safe).sum(axis=1, keepdims=True)) + safe)[:, 0]
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.argument("store", type=click.Path(exists=True, path_type=Path))
 @click.option("--teacher", "teacher_spec", required=True, help="The teacher the cache claims.")
 @data_options

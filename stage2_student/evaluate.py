@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from speaker.atomic import atomic_write_text
 from speaker.audio import AudioReader
 from speaker.cli import run, setup_logging, write_json
 from speaker.errors import UserError
@@ -29,7 +30,8 @@ def evaluate_checkpoints(models: dict[str, Path], data: DataPaths) -> dict[str, 
     """name -> verification result of each checkpoint on the data's test trials."""
     manifest, trials = data.test_set()
     reader = AudioReader(manifest[0].sample_rate)
-    return {name: evaluate_model(load_checkpoint(path).model, manifest, trials, reader)
+    return {name: evaluate_model(load_checkpoint(path).model, manifest, trials, reader,
+                                 desc=f"embedding {name}")
             for name, path in models.items()}
 
 
@@ -48,7 +50,7 @@ def write_report(results: dict[str, VerificationResult], out: Path) -> str:
     summaries = {name: r.summary() for name, r in results.items()}
     table = results_table(summaries)
     write_json(out / "results.json", summaries)
-    (out / "results.md").write_text(table)
+    atomic_write_text(out / "results.md", table)
     plot_det({name: r.det() for name, r in results.items()}, out / "det.png")
     return table
 

@@ -26,6 +26,7 @@ log = logging.getLogger("store")
 
 
 @click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="""Inspect, verify and summarise a teacher-logit cache (Zarr v3, see store/FORMAT.md).
 
 \b
@@ -296,10 +297,12 @@ def plot_stats(stats: dict[str, Any], path: Path) -> None:
     right.set_ylim(0, 1)
     right.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         fig.savefig(tmp, dpi=120)
         os.replace(tmp, path)
+    except OSError as exc:  # a full or read-only disk: one line, the old plot stays
+        raise StoreError(f"cannot write plot {path}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
@@ -374,7 +377,11 @@ def invalidate(path: str, shards: tuple[int, ...]) -> None:
       python -m store invalidate logits.zarr 3
     """
     writer = StoreWriter.open(path)
-    writer.invalidate(shards)
+    try:
+        writer.invalidate(shards)
+    except OSError as exc:  # a read-only or full disk: the flags are written one by one
+        raise StoreError(f"cannot mark shards of {path} as not written: "
+                         f"{exc.strerror or exc}") from None
     click.echo(f"marked shard(s) {format_ranges(list(shards))} of {path} as not written")
 
 

@@ -12,7 +12,7 @@ import logging
 import click
 import torch
 
-from speaker.cli import run, setup_logging
+from speaker.cli import parse_options, run, setup_logging
 from speaker.errors import UserError
 from speaker.models import architectures, build, count_parameters
 
@@ -43,38 +43,30 @@ def count(arch: str, kwargs: dict) -> int:
         return count_parameters(build(arch, **kwargs))
 
 
-def _parse_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise UserError(f"option {text!r} must look like key=value, e.g. base_width=8")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # bare strings such as pretrained=WAVLM_LARGE
-
-
 @click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
     epilog="""Examples:
 
 \b
   python -m speaker.models
   python -m speaker.models --json | tail -1
-  python -m speaker.models --arch resnet34 -o base_width=8 -o embed_dim=128
+  python -m speaker.models --arch resnet34 --arch-opt base_width=8 --arch-opt embed_dim=128
 """
 )
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line {name: count}.")
 @click.option("--arch", help=f"Count only this architecture (one of {', '.join(architectures())}).")
-@click.option("-o", "options", multiple=True, metavar="KEY=VALUE", help="Argument for --arch.")
+@click.option("--arch-opt", "options", multiple=True, metavar="KEY=VALUE",
+              help="Architecture argument for --arch, repeatable (as in the training CLIs).")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(as_json: bool, arch: str | None, options: tuple[str, ...], verbose: bool) -> None:
     """Print each architecture's parameter count, excluding the classifier (AAM head)."""
     setup_logging(verbose)
     if arch is None:
         if options:
-            raise UserError("-o KEY=VALUE needs --arch")
+            raise UserError("--arch-opt KEY=VALUE needs --arch")
         rows = VARIANTS
     else:
-        rows = {arch: (arch, dict(_parse_option(o) for o in options), None)}
+        rows = {arch: (arch, parse_options(options), None)}
     counts = {name: count(arch_name, kwargs) for name, (arch_name, kwargs, _) in rows.items()}
     click.echo(f"{'name':<12} {'params':>13} {'wespeaker':>10} {'diff':>7}  build")
     for name, (arch_name, kwargs, reference) in rows.items():

@@ -3,8 +3,8 @@ map, training config and optional training state, in one ``torch.save`` file.
 
 Everything stored is a plain dict/list/tuple/str/number/bool/None or a tensor, so
 ``torch.load(weights_only=True)`` reads it without unpickling arbitrary code. Files are
-written atomically (temp file in the same directory, fsync, ``os.replace``), so a killed
-run leaves either the old checkpoint or the new one, never half of one.
+written atomically (:mod:`speaker.atomic`), so a killed run or a full disk leaves either
+the old checkpoint or the new one, never half of one.
 
 Example:
     >>> import tempfile, torch
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from speaker.atomic import atomic_path
 from speaker.errors import UserError
 from speaker.models import build
 from speaker.models.heads import AAMSoftmax
@@ -110,26 +110,10 @@ def save_checkpoint(
         "state": state,
     }
     _check_plain(payload, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
-        digest = _sha256(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # fsync the directory so the rename itself survives a crash.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        digest = _sha256(tmp)
     return digest
 
 

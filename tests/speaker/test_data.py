@@ -182,8 +182,14 @@ def test_from_kaldi_errors(tmp_path):
     with pytest.raises(UserError, match=r"wav\.scp:2: duplicate utterance id 'u1'"):
         Manifest.from_kaldi(d)
     (d / "wav.scp").write_text(f"u1 {tmp_path / 'gone.wav'}\n")
-    with pytest.raises(UserError, match="gone.wav: no such file"):
+    # the list file and line as well as the path
+    with pytest.raises(UserError, match=r"wav\.scp:1: audio .*gone\.wav of utterance 'u1' "
+                                        "does not exist"):
         Manifest.from_kaldi(d)
+    (d / "utt2num_samples").write_text("u1 16000\n")  # no header read: still found
+    with pytest.raises(UserError, match=r"wav\.scp:1: audio .*gone\.wav"):
+        Manifest.from_kaldi(d)
+    (d / "utt2num_samples").unlink()
     (d / "segments").write_text("u1 rec 0 1\n")
     with pytest.raises(UserError, match="segments are not supported"):
         Manifest.from_kaldi(d)

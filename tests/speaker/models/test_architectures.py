@@ -80,7 +80,7 @@ def test_cli_json_last_line_has_every_variant():
 
 
 def test_cli_counts_one_architecture_with_options():
-    result = CliRunner().invoke(cli, ["--arch", "resnet34", "-o", "base_width=8", "--json"])
+    result = CliRunner().invoke(cli, ["--arch", "resnet34", "--arch-opt", "base_width=8", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[-1]) == {
         "resnet34": count("resnet34", {"base_width": 8})
