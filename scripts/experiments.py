@@ -1,0 +1,509 @@
+"""`make results`: the paper's claims and the cache's worth, measured with seeds.
+
+Drives the public command lines (``speaker.toy``, ``stage1_teacher.train``,
+``stage1_teacher.dump``, ``stage2_student.train``, ``store stats``) as subprocesses, one run
+per folder, and rebuilds docs/RESULTS.md and its plots from the runs' results:
+
+1. loss comparison from one cache (x-vector 3 seeds; ResNet34 and CAM++ 2 seeds);
+2. cached vs online KD (k = 4, 8, 32, C-1) with wall time per epoch;
+3. 25 / 50 / 100 % of the training speakers at the same number of utterances;
+4. views per utterance E = 1, 2, 4, 8;
+5. teacher confidence (cache statistics; a less-trained teacher; T = 4);
+6. costs: a dump plus N cached students against N online students, and the same projected
+   to a paper-sized teacher (WavLM Large + ECAPA) timed against a student step here.
+
+Resumable: a finished run (``RESULTS/runs/<run>/result.json``) is skipped, an interrupted
+one continued with ``--resume``; the result files are small and may be committed, and
+``--report-only`` rewrites the report from them (a later session can finish a partial run).
+Nothing depends on the synthetic corpus: ``--data ROOT`` runs on any prepared data root;
+without it the synthetic corpus is generated first. The last line printed is a JSON summary.
+
+Examples::
+
+    python scripts/experiments.py --out results_out                # what `make results` runs
+    python scripts/experiments.py --plan                           # runs and estimated minutes
+    python scripts/experiments.py --data data/vox --out vox_results --results docs/results-vox
+    python scripts/experiments.py --report-only                    # RESULTS.md from results
+    python scripts/experiments.py --quick --out /tmp/q --results /tmp/q/results \\
+        --report /tmp/q/RESULTS.md                                 # minutes: tiny sizes
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).parent))
+from experiment_report import write_report  # noqa: E402
+from experiment_runs import Layout, Run, Scheduler, evaluate_models_of, todo, write_json  # noqa: E402
+
+log = logging.getLogger("experiments")
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Size:
+    """Every setting of the experiment (recorded in the report)."""
+
+    # synthetic corpus (ignored with --data)
+    speakers: int
+    utts_per_speaker: int
+    test_speakers: int
+    test_utts_per_speaker: int
+    session_variation: float
+    # teachers: the demo preset (ECAPA C=256, SGD 0.02); the weak one trains fewer epochs
+    teacher_epochs: int
+    weak_teacher_epochs: int
+    # caches: 1-s crops (the students' crop), E views, k, temperature grid
+    crop_seconds: float
+    views: int
+    topk: int
+    views_grid: tuple[int, ...]
+    topk_grid: tuple[int, ...]  # + C-1 (every non-target speaker)
+    # students: AdamW (the demo's recipe), epochs per architecture at E = views
+    student_epochs: tuple[tuple[str, int], ...]
+    student_batch: int
+    xvector_seeds: int
+    other_seeds: int
+    # section 3: shares of the speakers, all at `spk_utterances` of the utterances
+    spk_shares: tuple[float, ...]
+    spk_utterances: float
+    # section 6: crops per timed call; wavlm_ecapa options (none: the paper's size)
+    cost_batch: int
+    paper_opts: tuple[str, ...] = ()
+
+    def epochs(self, arch: str) -> int:
+        return dict(self.student_epochs)[arch]
+
+
+SIZES = {
+    "full": Size(speakers=500, utts_per_speaker=8, test_speakers=160, test_utts_per_speaker=12,
+                 session_variation=0.7, teacher_epochs=6, weak_teacher_epochs=2,
+                 crop_seconds=1.0, views=2, topk=32, views_grid=(1, 2, 4, 8),
+                 topk_grid=(4, 8, 32),
+                 student_epochs=(("xvector", 4), ("resnet34", 2), ("campp", 2)),
+                 student_batch=64, xvector_seeds=3, other_seeds=2,
+                 spk_shares=(0.25, 0.5, 1.0), spk_utterances=0.25, cost_batch=8),
+    "quick": Size(speakers=16, utts_per_speaker=8, test_speakers=8, test_utts_per_speaker=4,
+                  session_variation=0.7, teacher_epochs=2, weak_teacher_epochs=1,
+                  crop_seconds=1.0, views=2, topk=8, views_grid=(1, 2),
+                  topk_grid=(4, 8),
+                  student_epochs=(("xvector", 2), ("resnet34", 1), ("campp", 1)),
+                  student_batch=16, xvector_seeds=2, other_seeds=1,
+                  spk_shares=(0.5, 1.0), spk_utterances=0.5, cost_batch=2,
+                  # a tiny WavLM: the smoke run checks the plumbing, not the paper's cost
+                  paper_opts=("encoder_embed_dim=32", "encoder_num_layers=2",
+                              "encoder_num_heads=2", "encoder_ff_interm_features=64",
+                              "encoder_pos_conv_kernel=16", "encoder_pos_conv_groups=4",
+                              "extractor_conv_channels=32", "ecapa_channels=64")),
+}
+
+ARCHS = {
+    "xvector": ["channels=128", "embed_dim=128"],
+    "resnet34": ["base_width=8", "embed_dim=128"],
+    "campp": ["growth_rate=8", "init_channels=32", "fcm_channels=8", "embed_dim=128"],
+}
+SHORT = {"xvector": "xv", "resnet34": "r34", "campp": "campp"}
+# The losses of section 1: name -> stage-2 flags. dkd is the paper's (alpha 1, beta 2, T 1).
+LOSSES = {
+    "ce": ["--loss", "ce"],
+    "emb": ["--loss", "emb"],
+    "kd": ["--loss", "kd", "--temperature", "1"],
+    "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", "2", "--temperature", "1"],
+    # controls: plain KD weighted like dkd's total (alpha + beta = 3), and dkd with beta = alpha
+    "kd-w3": ["--loss", "kd", "--temperature", "1", "--kd-weight", "3"],
+    "dkd-b1": ["--loss", "dkd", "--alpha", "1", "--beta", "1", "--temperature", "1"],
+    # the setting later work compares with
+    "dkd-b8t4": ["--loss", "dkd", "--alpha", "1", "--beta", "8", "--temperature", "4"],
+    "trkd": ["--loss", "trkd"],
+    "dualgroup": ["--loss", "dualgroup"],
+}
+XV_LOSSES = list(LOSSES)
+OTHER_LOSSES = ["ce", "kd", "dkd", "trkd"]
+STUDENT_RECIPE = ["--optimizer", "adamw"]  # a few hundred steps: docs/recipe_sweep.md
+
+# Seconds per crop on the 2-core reference machine, one thread (docs/demo.md's budget and
+# docs/bench_*.md): training step of each student on a 1-s crop incl. loading from stored
+# features; the demo teacher's training step on a 2-s crop and its forward on a 1-s crop.
+# --plan multiplies them by the crops each run sees; a --quick run's measured times are
+# printed beside them for comparison.
+COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_step": 0.011,
+        "teacher_forward": 0.003, "replay": 0.004, "start": 8.0}
+
+
+CLASSES_MINUS_ONE = "{C-1}"  # resolved when the run starts: its training speakers - 1
+
+
+class Options:
+    """Which optional flags the installed CLIs have (the plan adapts, the report says so)."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        def helptext(*module: str) -> str:
+            return subprocess.run([sys.executable, "-m", *module, "--help"], capture_output=True,
+                                  text=True, cwd=ROOT).stdout
+
+        train, dump = helptext("stage2_student.train"), helptext("stage1_teacher.dump")
+        self.online = "--online-teacher" if "--online-teacher" in train else "--teacher"
+        self.kd_weight = "--kd-weight" in train
+        self.store_features = "--store-features" in dump
+
+
+class Plan:
+    """The runs of every section, in an order where each comes after what it needs."""
+
+    def __init__(self, size: Size, data: Path | None, out: Path, opts: Options) -> None:
+        self.size, self.opts, self.out = size, opts, out
+        self.runs: list[Run] = []
+        self.synthetic = data is None
+        self.root = data if data is not None else out / "runs" / "corpus" / "data"
+        self.train = self.root / "train" / "manifest.jsonl"
+        aug = []
+        for name in ("musan", "rirs"):  # the toy corpus always has both
+            if self.synthetic or (self.root / name).exists():
+                aug += [f"--{name}", str(self.root / name)]
+        self.aug = aug
+        self.classes: int | None = None  # C, known once the corpus exists (k = C-1)
+
+    def add(self, run: Run) -> Run:
+        self.runs.append(run)
+        return run
+
+    def work(self, name: str) -> Path:
+        return self.out / "runs" / name
+
+    # ---- stage 0/1 ------------------------------------------------------------------------
+
+    def corpus(self) -> None:
+        s = self.size
+        if not self.synthetic:
+            return
+        self.add(Run("corpus", "corpus", [
+            "-m", "speaker.toy", "--speakers", str(s.speakers), "--seed", "0",
+            "--utts-per-speaker", str(s.utts_per_speaker), "--test-speakers", str(s.test_speakers),
+            "--test-utts-per-speaker", str(s.test_utts_per_speaker),
+            "--session-variation", str(s.session_variation), "--workers", "2",
+            "--out", str(self.work("corpus") / "data"), "--force"],
+            est_s=0.012 * s.speakers * s.utts_per_speaker * 3 / 2,
+            meta={"section": [0]}))
+
+    def utterances(self) -> int:
+        s = self.size
+        return s.speakers * s.utts_per_speaker  # the plan's estimate; real counts in results
+
+    def teacher(self, name: str, epochs: int, train: Path, deps: tuple[str, ...], share: float,
+                section: list[int]) -> Run:
+        crops = epochs * self.utterances() * share
+        return self.add(Run(name, "teacher", [
+            "-m", "stage1_teacher.train", "--preset", "demo", "--train", str(train), *self.aug,
+            "--epochs", str(epochs), "--eval-every", "0", "--workers", "1",
+            "--out", str(self.work(name))], deps,
+            est_s=COST["start"] + crops * (COST["teacher_step"] + COST["replay"] * 2) / 2,
+            meta={"section": section, "epochs": epochs, "train_share": share}))
+
+    def dump(self, name: str, teacher: str, train: Path, views: int, topk: int | None,
+             deps: tuple[str, ...], share: float, section: list[int],
+             embeddings: bool = False) -> Run:
+        """``topk=None``: every non-target speaker (C-1)."""
+        s = self.size
+        rows = views * self.utterances() * share
+        k = str(topk) if topk is not None else CLASSES_MINUS_ONE
+        return self.add(Run(name, "dump", [
+            "-m", "stage1_teacher.dump", "--teacher", str(self.work(teacher) / "model.pt"),
+            "--train", str(train), *self.aug, "--views-per-utt", str(views),
+            "--crop-seconds", str(s.crop_seconds), "--topk", k, "--temperatures", "1,2,4",
+            *(["--embeddings"] if embeddings else []),
+            *(["--store-features"] if self.opts.store_features else []),
+            "--out", str(self.work(name) / "logits.zarr")], (teacher, *deps),
+            est_s=COST["start"] + rows * (COST["teacher_forward"] + COST["replay"]),
+            meta={"section": section, "views": views, "topk": k, "teacher": teacher,
+                  "train_share": share}))
+
+    def student(self, name: str, cache: str, arch: str, loss: str, seed: int,
+                section: list[int], topk: int | None = None, epochs: int | None = None,
+                train: Path | None = None, share: float = 1.0, views: int | None = None,
+                online: str | None = None, teacher: str = "teacher") -> Run:
+        s = self.size
+        epochs = epochs or s.epochs(arch)
+        views = views or s.views
+        missing = "" if loss != "kd-w3" or self.opts.kd_weight else (
+            "stage2_student.train has no --kd-weight: the weight-matched KD control cannot run")
+        argv = ["-m", "stage2_student.train", "--cache", str(self.work(cache) / "logits.zarr"),
+                "--train", str(train or self.train), *self.aug, "--arch", arch,
+                *[a for o in ARCHS[arch] for a in ("--arch-opt", o)], *LOSSES[loss],
+                *(["--topk", str(topk)] if topk is not None else []),
+                *([self.opts.online, str(self.work(online) / "model.pt")] if online else []),
+                *STUDENT_RECIPE, "--epochs", str(epochs), "--batch-size", str(s.student_batch),
+                "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
+        crops = epochs * views * self.utterances() * share
+        per_crop = COST[arch] + (COST["teacher_forward"] + COST["replay"] if online else 0.0)
+        return self.add(Run(name, "student", argv, (cache, *((online,) if online else ())),
+                            est_s=COST["start"] + crops * per_crop, missing=missing,
+                            meta={"section": section, "arch": arch, "loss": loss, "seed": seed,
+                                  "topk": topk, "epochs": epochs, "views": views,
+                                  "online": bool(online), "cache": cache, "teacher": teacher,
+                                  "train_share": share}))
+
+    # ---- the sections ---------------------------------------------------------------------
+
+    def build(self) -> list[Run]:
+        s = self.size
+        self.corpus()
+        base = ("corpus",) if self.synthetic else ()
+        self.teacher("teacher", s.teacher_epochs, self.train, base, 1.0, [1, 2, 4, 5, 6])
+        # the main cache keeps every non-target speaker: k' = 4, 8, 32 and C-1 are read from it
+        self.dump("dump-main", "teacher", self.train, s.views, None, base, 1.0, [1, 2, 5],
+                  embeddings=True)
+        # 1. losses; the x-vector dkd seed 0 at k=32 is also section 2's k=32 row
+        for seed in range(s.xvector_seeds):
+            for loss in XV_LOSSES:
+                self.student(f"xv-{loss}-s{seed}", "dump-main", "xvector", loss, seed, [1],
+                             topk=s.topk)
+        for arch in ("resnet34", "campp"):
+            for seed in range(s.other_seeds):
+                for loss in OTHER_LOSSES:
+                    self.student(f"{SHORT[arch]}-{loss}-s{seed}", "dump-main", arch, loss, seed,
+                                 [1], topk=s.topk)
+        # 2. cached (k' < C-1 and C-1) vs online, same views and seed
+        for k in s.topk_grid:
+            if k != s.topk:
+                self.student(f"xv-dkd-k{k}-s0", "dump-main", "xvector", "dkd", 0, [2], topk=k)
+        self.student("xv-dkd-kall-s0", "dump-main", "xvector", "dkd", 0, [2])
+        self.student("xv-dkd-online-s0", "dump-main", "xvector", "dkd", 0, [2, 6],
+                     online="teacher")
+        # 4. views per utterance at k=32 (same total number of training crops)
+        for e in s.views_grid:
+            self.dump(f"dump-E{e}", "teacher", self.train, e, s.topk, base, 1.0, [4, 6])
+            epochs = max(1, s.epochs("xvector") * s.views // e)
+            self.student(f"xv-dkd-E{e}-s0", f"dump-E{e}", "xvector", "dkd", 0, [4],
+                         epochs=epochs, views=e)
+        # 5. a less confident teacher: fewer epochs; the loss ordering under it
+        self.teacher("teacher-weak", s.weak_teacher_epochs, self.train, base, 1.0, [5])
+        self.dump("dump-weak", "teacher-weak", self.train, s.views, s.topk, base, 1.0, [5])
+        for seed in range(s.other_seeds):
+            for loss in ("ce", "kd", "dkd"):
+                self.student(f"xv-{loss}-weak-s{seed}", "dump-weak", "xvector", loss, seed, [5],
+                             teacher="teacher-weak")
+        # 3. non-target speakers: shares of the speakers at the same number of utterances
+        for share in s.spk_shares:
+            tag = f"spk{round(100 * share)}"
+            sub = self.work(f"subset-{tag}") / "train.jsonl"
+            self.add(Run(f"subset-{tag}", "subset", [
+                str(SCRIPTS / "speaker_subset.py"), "--train", str(self.train),
+                "--speakers", str(share), "--utterances", str(s.spk_utterances),
+                "--out", str(sub)], base, est_s=3.0, meta={"section": [3], "share": share}))
+            self.teacher(f"teacher-{tag}", s.teacher_epochs, sub, (f"subset-{tag}",),
+                         s.spk_utterances, [3])
+            self.dump(f"dump-{tag}", f"teacher-{tag}", sub, s.views, s.topk, (f"subset-{tag}",),
+                      s.spk_utterances, [3])
+            for seed in range(s.other_seeds):
+                for loss in ("ce", "dkd"):
+                    # the same number of steps as section 1's students: epochs scale with 1/u
+                    self.student(f"xv-{loss}-{tag}-s{seed}", f"dump-{tag}", "xvector", loss,
+                                 seed, [3], train=sub, share=s.spk_utterances,
+                                 epochs=max(1, round(s.epochs("xvector") / s.spk_utterances)),
+                                 teacher=f"teacher-{tag}")
+        # 6. teacher forward (paper-sized and ours) against a student step, side by side
+        self.add(Run("costs", "measure", [
+            str(SCRIPTS / "experiment_costs.py"), "--teacher",
+            str(self.work("teacher") / "model.pt"), "--arch", "xvector",
+            *[a for o in ARCHS["xvector"] for a in ("--arch-opt", o)],
+            "--batch", str(s.cost_batch), "--crop-seconds", str(s.crop_seconds),
+            *[a for o in s.paper_opts for a in ("--paper-opt", o)]], ("teacher",),
+            est_s=60.0 + 40.0 * s.cost_batch, meta={"section": [6]}))
+        return self.runs
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+SOFT_LABEL_ARRAYS = {"utt", "start", "seed", "label", "target_logit", "topk_index", "topk_logit",
+                     "tail_lse"}
+
+
+class Experiment:
+    """Turns finished commands into result files (the scheduler's callbacks)."""
+
+    def __init__(self, plan: Plan, layout: Layout, lanes: int) -> None:
+        self.plan, self.layout, self.lanes = plan, layout, lanes
+        self.by_name = {r.name: r for r in plan.runs}
+        self.plots = layout.results / "plots"
+
+    def resolve(self, argv: list[str]) -> list[str]:
+        if CLASSES_MINUS_ONE not in argv:
+            return argv
+        from speaker.recipe import load_manifest
+
+        train = Path(argv[argv.index("--train") + 1])
+        c = len(load_manifest(train).speakers)
+        return [str(c - 1) if a == CLASSES_MINUS_ONE else a for a in argv]
+
+    def _cli_json(self, *args: str) -> dict:
+        import subprocess
+
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                             cwd=ROOT, check=True).stdout
+        return json.loads(out)
+
+    def _base(self, run: Run, wall: float, cpu: float) -> dict:
+        started = json.loads((self.layout.work(run.name) / "run.json").read_text())
+        return {"name": run.name, "kind": run.kind, "meta": run.meta,
+                "command": started["command"], "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                "resumed": "--resume" in started["command"]}
+
+    def finish(self, run: Run, wall: float, cpu: float) -> None:
+        res = self._base(run, wall, cpu)
+        work = self.layout.work(run.name)
+        if run.kind in ("teacher", "student"):
+            write_json(self.layout.trained(run.name), res)  # evaluated when the lanes are idle
+            return
+        if run.kind == "corpus":
+            res["corpus"] = json.loads((work / "data" / "toy.json").read_text())
+        elif run.kind == "subset":
+            from speaker.recipe import load_manifest
+
+            sub = load_manifest(work / "train.jsonl")
+            res.update(utterances=len(sub), speakers=len(sub.speakers))
+        elif run.kind == "dump":
+            cache = str(work / "logits.zarr")
+            self.plots.mkdir(parents=True, exist_ok=True)
+            res["stats"] = self._cli_json("store", "stats", cache, "--json", "--plot",
+                                          str(self.plots / f"{run.name}-stats.png"))
+            info = self._cli_json("store", "inspect", cache, "--json")
+            res["rows"] = info["written_rows"]
+            res["k"] = info["spec"]["k"]
+            res["classes"] = info["spec"]["num_classes"]
+            res["stored_bytes"] = info["stored_bytes"]
+            res["soft_label_bytes"] = sum(a["stored_bytes"] for a in info["arrays"]
+                                          if a["name"] in SOFT_LABEL_ARRAYS)
+        elif run.kind == "measure":
+            lines = (work / "log.txt").read_text().strip().splitlines()
+            res["measured"] = json.loads(lines[-1])
+        write_json(self.layout.result_path(run.name), res)
+
+    def evaluate(self) -> None:
+        """Evaluate every trained, unevaluated model in one pass over the test audio."""
+        import torch
+
+        from speaker.recipe import DataPaths
+
+        names = [r.name for r in self.plan.runs if r.kind in ("teacher", "student")
+                 and self.layout.trained(r.name).exists()
+                 and self.layout.result(r.name) is None]
+        if not names:
+            return
+        log.info("evaluating %d models: %s", len(names), ", ".join(names))
+        torch.set_num_threads(self.lanes)
+        evals = evaluate_models_of(self.layout, names, DataPaths(data=self.plan.root))
+        for name in names:
+            res = json.loads(self.layout.trained(name).read_text())
+            epochs = res["meta"].get("epochs") or 1
+            res.update(evals[name], wall_s_per_epoch=round(res["wall_s"] / epochs, 2))
+            write_json(self.layout.result_path(name), res)
+
+
+def record_session(results: Path, wall: float) -> None:
+    """Append this invocation's wall time to RESULTS/sessions.json (the measured total)."""
+    path = results / "sessions.json"
+    sessions = json.loads(path.read_text()) if path.exists() else []
+    sessions.append({"ended": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                     "wall_s": round(wall, 1)})
+    write_json(path, sessions)
+
+
+def print_plan(runs: list[Run], layout: Layout, lanes: int, measured: dict[str, float]) -> None:
+    """Runs per section, estimated minutes (students on ``lanes`` lanes) and what is done."""
+    sections: dict[int, list[Run]] = {}
+    for r in runs:
+        sections.setdefault(r.meta["section"][0], []).append(r)
+    total = 0.0
+    click.echo(f"{'section':<9}{'runs':>5}{'done':>6}{'left':>6}{'est. min left':>15}")
+    for sec in sorted(sections):
+        rs = sections[sec]
+        left = [r for r in rs if layout.result(r.name) is None and not r.missing]
+        est = sum(r.est_s / (lanes if r.kind == "student" else 1) for r in left) / 60
+        total += est
+        click.echo(f"{sec:<9}{len(rs):>5}{len(rs) - len(left):>6}{len(left):>6}{est:>15.1f}")
+    click.echo(f"{'total':<9}{len(runs):>5}{'':>6}{'':>6}{total:>15.1f}"
+               f"   (+ evaluation; reference: 2 cores, COST in scripts/experiments.py)")
+    for r in runs:
+        if r.missing:
+            click.echo(f"cannot run {r.name}: {r.missing}")
+    if measured:
+        click.echo("measured vs estimated (s): " + ", ".join(
+            f"{n} {measured[n]:.0f}/{r.est_s:.0f}" for r in runs for n in [r.name]
+            if n in measured))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results_out"),
+              show_default=True, help="Working folder: corpus, checkpoints, caches, logs.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path),
+              default=ROOT / "docs" / "results", show_default=True,
+              help="Kept results: runs/<run>/result.json and plots/.")
+@click.option("--report", type=click.Path(path_type=Path), default=ROOT / "docs" / "RESULTS.md",
+              show_default=True, help="The Markdown report written from the results.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Prepared data root (train/, test/, musan/, rirs/); "
+              "default: generate the synthetic corpus into OUT.")
+@click.option("--quick", is_flag=True, help="Tiny sizes (minutes): a smoke run of every section.")
+@click.option("--lanes", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Students trained at once (one thread each); teachers and dumps use all.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print the runs per section with estimated minutes, run nothing.")
+@click.option("--report-only", is_flag=True, help="Rewrite the report from the kept results.")
+def main(out: Path, results_dir: Path, report: Path, data: Path | None, quick: bool, lanes: int,
+         plan_only: bool, report_only: bool) -> None:
+    """Run the experiments (resuming), then write the report and print the JSON summary."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s experiments: %(message)s",
+                        datefmt="%H:%M:%S")
+    size = SIZES["quick" if quick else "full"]
+    plan = Plan(size, data.resolve() if data else None, out.resolve(), Options())
+    runs = plan.build()
+    layout = Layout(out.resolve(), results_dir.resolve())
+    settings = {"size": "quick" if quick else "full", **asdict(size),
+                "data": str(data) if data else "synthetic (speaker.toy)", "lanes": lanes,
+                "student_recipe": STUDENT_RECIPE, "archs": ARCHS, "losses": LOSSES,
+                "xv_losses": XV_LOSSES, "other_losses": OTHER_LOSSES, "short": SHORT}
+    if plan_only:
+        measured = {r.name: layout.result(r.name)["wall_s"] for r in runs
+                    if layout.result(r.name) is not None}
+        print_plan(runs, layout, lanes, measured)
+        return
+    failed: list[str] = []
+    started = time.perf_counter()
+    if not report_only:
+        exp = Experiment(plan, layout, lanes)
+        sched = Scheduler(layout, lanes, exp.finish, exp.evaluate, exp.resolve)
+
+        def stop(signum: int, frame: object) -> None:
+            sched.stop()
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            failed = sched.run_all(todo(runs, layout))
+        except KeyboardInterrupt:
+            sched.stop()
+            raise
+        finally:
+            record_session(layout.results, time.perf_counter() - started)
+    summary = write_report(runs, layout, settings, report)
+    if failed:
+        click.echo(f"error: runs failed or not run: {', '.join(failed)} (logs under "
+                   f"{layout.out / 'runs'}); rerun to resume", err=True)
+    click.echo(json.dumps(summary))
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
