@@ -197,7 +197,8 @@ class Report:
     def section1(self) -> None:
         s = self.settings
         self.add("## 1. Loss comparison (one cache, k = {})".format(s["topk"]), "",
-                 "Students read k' = {} of the cache's non-target speakers. `kd-w3`: plain KD "
+                 "Students read k' = {} of the cache's non-target speakers. `emb`: embedding "
+                 "KD (the student's embedding has the teacher's size). `kd-w3`: plain KD "
                  "weighted like dkd's total (alpha + beta = 3); `dkd-b1`: dkd with beta = "
                  "alpha; `dkd-b8t4`: beta 8, T 4.".format(s["topk"]), "")
         teacher = self.r.get("teacher")

@@ -185,8 +185,9 @@ class Scheduler:
 
     def run_all(self, runs: list[Run]) -> list[str]:
         """-> names of the runs that failed or could not start (the rest finished)."""
-        pending = list(runs)
-        names = {r.name for r in runs}
+        # trained models only wait for their evaluation (the first time the lanes are idle)
+        pending = [r for r in runs if not self.layout.trained(r.name).exists()]
+        names = {r.name for r in pending}
         done: set[str] = set()
         failed: list[str] = []
         while True:

@@ -30,6 +30,7 @@ Examples::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -135,11 +136,16 @@ STUDENT_RECIPE = ["--optimizer", "adamw"]  # a few hundred steps: docs/recipe_sw
 # features; the demo teacher's training step on a 2-s crop and its forward on a 1-s crop.
 # --plan multiplies them by the crops each run sees; a --quick run's measured times are
 # printed beside them for comparison.
+# Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
+# each pass over the test set shared by the models evaluated together (about 15 passes).
 COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_step": 0.011,
-        "teacher_forward": 0.003, "replay": 0.004, "start": 8.0}
+        "teacher_forward": 0.003, "replay": 0.004, "start": 8.0, "corpus_utt": 0.03,
+        "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
+        "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
 
 
 CLASSES_MINUS_ONE = "{C-1}"  # resolved when the run starts: its training speakers - 1
+TEACHER_EMBED_DIM = "{teacher-embed-dim}"  # resolved when the run starts, from its cache
 
 
 class Options:
@@ -193,21 +199,39 @@ class Plan:
             "--test-utts-per-speaker", str(s.test_utts_per_speaker),
             "--session-variation", str(s.session_variation), "--workers", "2",
             "--out", str(self.work("corpus") / "data"), "--force"],
-            est_s=0.012 * s.speakers * s.utts_per_speaker * 3 / 2,
+            est_s=COST["corpus_utt"] * (s.speakers * s.utts_per_speaker
+                                        + s.test_speakers * s.test_utts_per_speaker),
             meta={"section": [0]}))
 
-    def utterances(self) -> int:
+    @functools.cached_property
+    def test_seconds(self) -> float:
+        """Seconds of test audio (from the test manifest when it exists)."""
+        test = self.root / "test" / "manifest.jsonl"
+        if test.exists():
+            from speaker.recipe import load_manifest
+
+            return sum(u.num_samples / u.sample_rate for u in load_manifest(test))
         s = self.size
-        return s.speakers * s.utts_per_speaker  # the plan's estimate; real counts in results
+        return 3.0 * s.test_speakers * s.test_utts_per_speaker
+
+    @functools.cached_property
+    def utterances(self) -> int:
+        """Training utterances (from the manifest when it exists), for the estimates."""
+        if self.train.exists():
+            from speaker.recipe import load_manifest
+
+            return len(load_manifest(self.train))
+        return self.size.speakers * self.size.utts_per_speaker
 
     def teacher(self, name: str, epochs: int, train: Path, deps: tuple[str, ...], share: float,
                 section: list[int]) -> Run:
-        crops = epochs * self.utterances() * share
+        crops = epochs * self.utterances * share
         return self.add(Run(name, "teacher", [
             "-m", "stage1_teacher.train", "--preset", "demo", "--train", str(train), *self.aug,
             "--epochs", str(epochs), "--eval-every", "0", "--workers", "1",
             "--out", str(self.work(name))], deps,
-            est_s=COST["start"] + crops * (COST["teacher_step"] + COST["replay"] * 2) / 2,
+            est_s=COST["start"] + crops * (COST["teacher_step"] + COST["replay"] * 2) / 2
+            + self.test_seconds * COST["eval_teacher"],
             meta={"section": section, "epochs": epochs, "train_share": share}))
 
     def dump(self, name: str, teacher: str, train: Path, views: int, topk: int | None,
@@ -215,7 +239,7 @@ class Plan:
              embeddings: bool = False) -> Run:
         """``topk=None``: every non-target speaker (C-1)."""
         s = self.size
-        rows = views * self.utterances() * share
+        rows = views * self.utterances * share
         k = str(topk) if topk is not None else CLASSES_MINUS_ONE
         return self.add(Run(name, "dump", [
             "-m", "stage1_teacher.dump", "--teacher", str(self.work(teacher) / "model.pt"),
@@ -237,17 +261,22 @@ class Plan:
         views = views or s.views
         missing = "" if loss != "kd-w3" or self.opts.kd_weight else (
             "stage2_student.train has no --kd-weight: the weight-matched KD control cannot run")
+        opts = ARCHS[arch]
+        if loss == "emb":  # embedding KD needs the teacher's embedding size
+            opts = [o for o in opts if not o.startswith("embed_dim=")]
+            opts.append(f"embed_dim={TEACHER_EMBED_DIM}")
         argv = ["-m", "stage2_student.train", "--cache", str(self.work(cache) / "logits.zarr"),
                 "--train", str(train or self.train), *self.aug, "--arch", arch,
-                *[a for o in ARCHS[arch] for a in ("--arch-opt", o)], *LOSSES[loss],
+                *[a for o in opts for a in ("--arch-opt", o)], *LOSSES[loss],
                 *(["--topk", str(topk)] if topk is not None else []),
                 *([self.opts.online, str(self.work(online) / "model.pt")] if online else []),
                 *STUDENT_RECIPE, "--epochs", str(epochs), "--batch-size", str(s.student_batch),
                 "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
-        crops = epochs * views * self.utterances() * share
+        crops = epochs * views * self.utterances * share
         per_crop = COST[arch] + (COST["teacher_forward"] + COST["replay"] if online else 0.0)
         return self.add(Run(name, "student", argv, (cache, *((online,) if online else ())),
-                            est_s=COST["start"] + crops * per_crop, missing=missing,
+                            est_s=COST["start"] + crops * per_crop
+                            + self.test_seconds * COST[f"eval_{arch}"], missing=missing,
                             meta={"section": section, "arch": arch, "loss": loss, "seed": seed,
                                   "topk": topk, "epochs": epochs, "views": views,
                                   "online": bool(online), "cache": cache, "teacher": teacher,
@@ -338,13 +367,20 @@ class Experiment:
         self.plots = layout.results / "plots"
 
     def resolve(self, argv: list[str]) -> list[str]:
-        if CLASSES_MINUS_ONE not in argv:
-            return argv
-        from speaker.recipe import load_manifest
+        """Fill in C-1 (from the run's --train manifest) and the teacher's embedding size
+        (from its --cache)."""
+        if CLASSES_MINUS_ONE in argv:
+            from speaker.recipe import load_manifest
 
-        train = Path(argv[argv.index("--train") + 1])
-        c = len(load_manifest(train).speakers)
-        return [str(c - 1) if a == CLASSES_MINUS_ONE else a for a in argv]
+            train = Path(argv[argv.index("--train") + 1])
+            c = len(load_manifest(train).speakers)
+            argv = [str(c - 1) if a == CLASSES_MINUS_ONE else a for a in argv]
+        dim_opt = f"embed_dim={TEACHER_EMBED_DIM}"
+        if dim_opt in argv:
+            spec = self._cli_json("store", "inspect", argv[argv.index("--cache") + 1],
+                                  "--json")["spec"]
+            argv = [f"embed_dim={spec['embedding_dim']}" if a == dim_opt else a for a in argv]
+        return argv
 
     def _cli_json(self, *args: str) -> dict:
         import subprocess
@@ -419,8 +455,19 @@ def record_session(results: Path, wall: float) -> None:
     write_json(path, sessions)
 
 
-def print_plan(runs: list[Run], layout: Layout, lanes: int, measured: dict[str, float]) -> None:
-    """Runs per section, estimated minutes (students on ``lanes`` lanes) and what is done."""
+def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
+    """Runs per section, estimated minutes left (students on ``lanes`` lanes) and what is
+    done. Once runs of a kind have finished, the estimates of that kind are scaled by their
+    measured / estimated wall time (shown as the calibration)."""
+    runs = plan.runs
+    measured: dict[str, list[float]] = {}
+    for r in runs:
+        res = layout.result(r.name)
+        if res is not None and r.est_s > 0:
+            m = measured.setdefault(r.kind, [0.0, 0.0])
+            m[0] += res["wall_s"]
+            m[1] += r.est_s
+    scale = {k: w / e for k, (w, e) in measured.items()}
     sections: dict[int, list[Run]] = {}
     for r in runs:
         sections.setdefault(r.meta["section"][0], []).append(r)
@@ -429,18 +476,22 @@ def print_plan(runs: list[Run], layout: Layout, lanes: int, measured: dict[str, 
     for sec in sorted(sections):
         rs = sections[sec]
         left = [r for r in rs if layout.result(r.name) is None and not r.missing]
-        est = sum(r.est_s / (lanes if r.kind == "student" else 1) for r in left) / 60
+        done = sum(layout.result(r.name) is not None for r in rs)
+        est = sum(r.est_s * scale.get(r.kind, 1.0) / (lanes if r.kind == "student" else 1)
+                  for r in left) / 60
         total += est
-        click.echo(f"{sec:<9}{len(rs):>5}{len(rs) - len(left):>6}{len(left):>6}{est:>15.1f}")
-    click.echo(f"{'total':<9}{len(runs):>5}{'':>6}{'':>6}{total:>15.1f}"
-               f"   (+ evaluation; reference: 2 cores, COST in scripts/experiments.py)")
+        click.echo(f"{sec:<9}{len(rs):>5}{done:>6}{len(left):>6}{est:>15.1f}")
+    models = sum(r.kind in ("teacher", "student") and layout.result(r.name) is None
+                 for r in runs)
+    fbank = COST["eval_passes"] * plan.test_seconds * COST["eval_fbank"] / 60 if models else 0
+    click.echo(f"{'test fbank':<27}{fbank:>15.1f}   ({plan.test_seconds / 60:.0f} min of test "
+               f"audio, ~{COST['eval_passes']} evaluation passes)")
+    click.echo(f"{'total':<27}{total + fbank:>15.1f}   (2-core reference costs: COST in "
+               "scripts/experiments.py" + (", calibrated by finished runs: " + ", ".join(
+                   f"{k} x{v:.2f}" for k, v in scale.items()) if scale else "") + ")")
     for r in runs:
         if r.missing:
             click.echo(f"cannot run {r.name}: {r.missing}")
-    if measured:
-        click.echo("measured vs estimated (s): " + ", ".join(
-            f"{n} {measured[n]:.0f}/{r.est_s:.0f}" for r in runs for n in [r.name]
-            if n in measured))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -474,9 +525,7 @@ def main(out: Path, results_dir: Path, report: Path, data: Path | None, quick: b
                 "student_recipe": STUDENT_RECIPE, "archs": ARCHS, "losses": LOSSES,
                 "xv_losses": XV_LOSSES, "other_losses": OTHER_LOSSES, "short": SHORT}
     if plan_only:
-        measured = {r.name: layout.result(r.name)["wall_s"] for r in runs
-                    if layout.result(r.name) is not None}
-        print_plan(runs, layout, lanes, measured)
+        print_plan(plan, layout, lanes)
         return
     failed: list[str] = []
     started = time.perf_counter()
@@ -485,6 +534,7 @@ def main(out: Path, results_dir: Path, report: Path, data: Path | None, quick: b
         sched = Scheduler(layout, lanes, exp.finish, exp.evaluate, exp.resolve)
 
         def stop(signum: int, frame: object) -> None:
+            log.info("stopped by signal %d: rerun the same command to resume", signum)
             sched.stop()
             raise SystemExit(128 + signum)
 

@@ -43,7 +43,7 @@ def subset(manifest: Manifest, speakers: float, utterances: float, seed: int) ->
     for i in chosen:
         utts = sorted(by_speaker[names[i]], key=lambda u: u.id)
         kept += utts[: max(1, math.floor(share * len(utts) + 1e-9))]
-    return Manifest(kept, source=f"{manifest.source} (subset)")
+    return Manifest(kept, source="speaker subset")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

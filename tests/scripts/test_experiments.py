@@ -1,0 +1,142 @@
+"""scripts/experiments.py: the run machinery (what is redone, the scheduler's order and
+failures), the paired bootstrap verdicts against a direct computation, the speaker subsets,
+and (slow) the whole --quick experiment: report, JSON line, a rerun that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from experiment_report import paired, verdict  # noqa: E402
+from experiment_runs import Layout, Run, Scheduler, todo, write_json  # noqa: E402
+from speaker_subset import subset  # noqa: E402
+
+from speaker.data import Manifest, Utterance  # noqa: E402
+
+
+def _result(layout: Layout, name: str, **extra) -> None:
+    write_json(layout.result_path(name), {"name": name, **extra})
+
+
+def test_todo_skips_finished_runs_and_redoes_a_producer_whose_output_is_gone(tmp_path: Path):
+    layout = Layout(tmp_path / "out", tmp_path / "results")
+    runs = [Run("t", "teacher", []), Run("d", "dump", [], ("t",)),
+            Run("s1", "student", [], ("d",)), Run("s2", "student", [], ("d",)),
+            Run("x", "student", [], ("d",), missing="no such flag")]
+    assert [r.name for r in todo(runs, layout)] == ["t", "d", "s1", "s2"]
+    for name in ("t", "d", "s1"):
+        _result(layout, name)
+    # s2 needs the cache, which is gone (another machine): the dump and its teacher rerun
+    assert [r.name for r in todo(runs, layout)] == ["t", "d", "s2"]
+    (layout.work("d") / "logits.zarr").mkdir(parents=True)
+    assert [r.name for r in todo(runs, layout)] == ["s2"]
+    _result(layout, "s2")
+    assert todo(runs, layout) == []  # nothing needs the missing teacher checkpoint now
+
+
+def _touch_cmd(path: Path, code: int = 0) -> list[str]:
+    return ["-c", f"import pathlib, sys; pathlib.Path({str(path)!r}).write_text('x'); "
+                  f"sys.exit({code})"]
+
+
+def test_scheduler_runs_dependencies_first_and_stops_what_depends_on_a_failure(tmp_path: Path):
+    layout = Layout(tmp_path / "out", tmp_path / "results")
+    order: list[str] = []
+    evaluated: list[int] = []
+
+    def finish(run: Run, wall: float, cpu: float) -> None:
+        order.append(run.name)
+        assert wall >= 0 and cpu >= 0
+
+    def product(name: str, kind: str) -> Path:
+        return layout.product(Run(name, kind, []))
+
+    runs = [Run("a", "measure", _touch_cmd(tmp_path / "a")),
+            Run("b", "student", _touch_cmd(tmp_path / "b"), ("a",)),
+            Run("c", "student", _touch_cmd(tmp_path / "c", code=3), ("a",)),
+            Run("d", "student", _touch_cmd(tmp_path / "d"), ("c",)),
+            Run("e", "measure", _touch_cmd(tmp_path / "e"), ("b",))]
+    sched = Scheduler(layout, 2, finish, lambda: evaluated.append(len(order)), lambda a: a)
+    failed = sched.run_all(runs)
+    assert sorted(failed) == ["c", "d"]
+    assert order[0] == "a" and set(order) == {"a", "b", "e"} and order.index("b") < order.index("e")
+    assert not (tmp_path / "d").exists()  # never started
+    assert evaluated  # the lanes fell idle at least once
+    log = json.loads((layout.work("b") / "run.json").read_text())
+    assert log["command"][0] == "python" and product("b", "student").name == "model.pt"
+
+
+def test_paired_bootstrap_difference_and_verdict_match_a_direct_computation():
+    rng = np.random.default_rng(0)
+    boot_a = rng.normal(0.10, 0.01, size=(3, 50))
+    boot_b = boot_a + 0.02 + rng.normal(0, 0.002, size=(3, 50))  # B clearly worse on every b
+    a = [{"eer": float(x.mean()), "eer_boot": list(x)} for x in boot_a]
+    b = [{"eer": float(x.mean()), "eer_boot": list(x)} for x in boot_b]
+    p = paired(a, b)
+    d = boot_a.mean(axis=0) - boot_b.mean(axis=0)
+    assert p["diff"] == pytest.approx(100 * (np.mean([r["eer"] for r in a])
+                                             - np.mean([r["eer"] for r in b])))
+    assert (p["lo"], p["hi"]) == pytest.approx(tuple(100 * np.quantile(d, [0.025, 0.975])))
+    assert p["spread"] == pytest.approx(100 * max(np.std([r["eer"] for r in a], ddof=1),
+                                                  np.std([r["eer"] for r in b], ddof=1)))
+    assert verdict(p, "A", "B").startswith("A below B")
+    # the same models against themselves shifted by noise only: no ordering is claimed
+    c = [{"eer": r["eer"] + 1e-4, "eer_boot": list(np.array(r["eer_boot"]) + rng.normal(
+        0, 0.01, 50))} for r in a]
+    assert verdict(paired(c, a), "C", "A") == "within noise"
+    assert verdict(None, "A", "B") == "not run"
+
+
+def _manifest(speakers: int, utts: int) -> Manifest:
+    return Manifest([Utterance(id=f"s{s:02d}/v/{u:05d}.wav", speaker=f"s{s:02d}",
+                               path=Path(f"/x/{s}/{u}.wav"), num_samples=16000,
+                               sample_rate=16000)
+                     for s in range(speakers) for u in range(utts)])
+
+
+def test_speaker_subsets_keep_the_same_number_of_utterances():
+    m = _manifest(20, 8)
+    subsets = {share: subset(m, share, 0.25, seed=0) for share in (0.25, 0.5, 1.0)}
+    assert {share: len(set(s.speakers)) for share, s in subsets.items()} == {
+        0.25: 5, 0.5: 10, 1.0: 20}
+    assert {len(s) for s in subsets.values()} == {40}
+    full = {u.id for u in m}
+    assert all({u.id for u in s} <= full for s in subsets.values())
+    # each kept speaker keeps its first utterances by id
+    assert sorted(u.id for u in subsets[1.0] if u.speaker == "s03") == [
+        "s03/v/00000.wav", "s03/v/00001.wav"]
+
+
+@pytest.mark.slow
+def test_quick_experiment_writes_the_report_and_the_json_line_and_resumes(tmp_path: Path):
+    cmd = [sys.executable, str(SCRIPTS / "experiments.py"), "--quick", "--out",
+           str(tmp_path / "out"), "--results", str(tmp_path / "results"), "--report",
+           str(tmp_path / "RESULTS.md")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    for key in ("cached_k32_minus_online_eer", "online_epoch_over_cached_epoch",
+                "dump_plus_3_over_one_online_paper_ratio"):
+        assert isinstance(summary[key], float), key
+    report = (tmp_path / "RESULTS.md").read_text()
+    for heading in ("## 1. Loss comparison", "## 2. Cached vs online", "## 3. Non-target",
+                    "## 4. Views per utterance", "## 5. Teacher confidence", "## 6. What it"):
+        assert heading in report
+    assert "--quick` smoke run" in report and "not run |" not in report.split("## 2.")[1]
+    assert (tmp_path / "results" / "plots" / "speakers.png").stat().st_size > 0
+    kept = sorted(p.parent.name for p in (tmp_path / "results" / "runs").glob("*/result.json"))
+    assert "xv-dkd-online-s0" in kept and "costs" in kept
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert " start " not in again.stderr  # every run was finished: nothing is redone
+    assert json.loads(again.stdout.strip().splitlines()[-1])["cached_k32_minus_online_eer"] \
+        == summary["cached_k32_minus_online_eer"]
