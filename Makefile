@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
+RESULTS_OUT ?= results_out
 
-.PHONY: venv demo test test-slow lint clean
+.PHONY: venv demo results test test-slow lint clean
 
 venv: $(STAMP)
 
@@ -20,6 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --out $(DEMO_OUT)
 
+# docs/RESULTS.md from docs/results/runs/*/result.json; resumes (finished runs are kept there)
+results: $(STAMP)
+	$(BIN)/python scripts/experiments.py --out $(RESULTS_OUT)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -30,4 +35,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT)
+	rm -rf $(VENV) $(DEMO_OUT) $(RESULTS_OUT)

@@ -24,8 +24,7 @@ Examples::
     python scripts/experiments.py --plan                           # runs and estimated minutes
     python scripts/experiments.py --data data/vox --out vox_results --results docs/results-vox
     python scripts/experiments.py --report-only                    # RESULTS.md from results
-    python scripts/experiments.py --quick --out /tmp/q --results /tmp/q/results \\
-        --report /tmp/q/RESULTS.md                                 # minutes: tiny sizes
+    python scripts/experiments.py --quick --out /tmp/q     # tiny sizes; results in /tmp/q
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ SIZES = {
                  topk_grid=(4, 8, 32),
                  student_epochs=(("xvector", 4), ("resnet34", 2), ("campp", 2)),
                  student_batch=64, xvector_seeds=3, other_seeds=2,
-                 spk_shares=(0.25, 0.5, 1.0), spk_utterances=0.25, cost_batch=8),
+                 spk_shares=(0.25, 0.5, 1.0), spk_utterances=0.25, cost_batch=4),
     "quick": Size(speakers=16, utts_per_speaker=8, test_speakers=8, test_utts_per_speaker=4,
                   session_variation=0.7, teacher_epochs=2, weak_teacher_epochs=1,
                   crop_seconds=1.0, views=2, topk=8, views_grid=(1, 2),
@@ -131,14 +130,15 @@ XV_LOSSES = list(LOSSES)
 OTHER_LOSSES = ["ce", "kd", "dkd", "trkd"]
 STUDENT_RECIPE = ["--optimizer", "adamw"]  # a few hundred steps: docs/recipe_sweep.md
 
-# Seconds per crop on the 2-core reference machine, one thread (docs/demo.md's budget and
-# docs/bench_*.md): training step of each student on a 1-s crop incl. loading from stored
-# features; the demo teacher's training step on a 2-s crop and its forward on a 1-s crop.
+# Seconds per crop on the 2-core reference machine (the demo's measured budget in
+# scripts/demo.py, docs/bench_*.md): one-thread training step of each student on a 1-s crop
+# incl. loading it from stored features; the demo teacher's training on a 2-s crop (both
+# cores, replay and augmentation included) and its forward on a 1-s crop.
 # --plan multiplies them by the crops each run sees; a --quick run's measured times are
 # printed beside them for comparison.
 # Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
 # each pass over the test set shared by the models evaluated together (about 15 passes).
-COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_step": 0.011,
+COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_crop": 0.026,
         "teacher_forward": 0.003, "replay": 0.004, "start": 8.0, "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
@@ -230,7 +230,7 @@ class Plan:
             "-m", "stage1_teacher.train", "--preset", "demo", "--train", str(train), *self.aug,
             "--epochs", str(epochs), "--eval-every", "0", "--workers", "1",
             "--out", str(self.work(name))], deps,
-            est_s=COST["start"] + crops * (COST["teacher_step"] + COST["replay"] * 2) / 2
+            est_s=COST["start"] + crops * COST["teacher_crop"]
             + self.test_seconds * COST["eval_teacher"],
             meta={"section": section, "epochs": epochs, "train_share": share}))
 
@@ -348,7 +348,8 @@ class Plan:
             *[a for o in ARCHS["xvector"] for a in ("--arch-opt", o)],
             "--batch", str(s.cost_batch), "--crop-seconds", str(s.crop_seconds),
             *[a for o in s.paper_opts for a in ("--paper-opt", o)]], ("teacher",),
-            est_s=60.0 + 40.0 * s.cost_batch, meta={"section": [6]}))
+            # build ~20 s; 4 timed calls of each model, the paper forward ~3 s per crop
+            est_s=20.0 + 4 * 3.0 * s.cost_batch, meta={"section": [6]}))
         return self.runs
 
 
@@ -497,11 +498,12 @@ def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results_out"),
               show_default=True, help="Working folder: corpus, checkpoints, caches, logs.")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path),
-              default=ROOT / "docs" / "results", show_default=True,
-              help="Kept results: runs/<run>/result.json and plots/.")
-@click.option("--report", type=click.Path(path_type=Path), default=ROOT / "docs" / "RESULTS.md",
-              show_default=True, help="The Markdown report written from the results.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=None,
+              help="Kept results: runs/<run>/result.json, plots/, sessions.json "
+              "[default: docs/results; with --quick: OUT/results].")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="The Markdown report written from the results "
+              "[default: docs/RESULTS.md; with --quick: OUT/RESULTS.md].")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Prepared data root (train/, test/, musan/, rirs/); "
               "default: generate the synthetic corpus into OUT.")
@@ -511,12 +513,15 @@ def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print the runs per section with estimated minutes, run nothing.")
 @click.option("--report-only", is_flag=True, help="Rewrite the report from the kept results.")
-def main(out: Path, results_dir: Path, report: Path, data: Path | None, quick: bool, lanes: int,
+def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | None, quick: bool, lanes: int,
          plan_only: bool, report_only: bool) -> None:
     """Run the experiments (resuming), then write the report and print the JSON summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s experiments: %(message)s",
                         datefmt="%H:%M:%S")
     size = SIZES["quick" if quick else "full"]
+    # a smoke run never writes over the kept results of the real one
+    results_dir = results_dir or (out / "results" if quick else ROOT / "docs" / "results")
+    report = report or (out / "RESULTS.md" if quick else ROOT / "docs" / "RESULTS.md")
     plan = Plan(size, data.resolve() if data else None, out.resolve(), Options())
     runs = plan.build()
     layout = Layout(out.resolve(), results_dir.resolve())
