@@ -341,6 +341,7 @@ class Report:
                     pts[loss].append((spk, *_mean_std([100 * r["eer"] for r in rs])))
         lo_tag, hi_tag = (f"spk{round(100 * x)}" for x in (min(s["spk_shares"]),
                                                            max(s["spk_shares"])))
+        self.add("")
         for loss in ("ce", "dkd"):
             p = paired(self.r.seeds(f"xv-{loss}-{hi_tag}-s{{seed}}"),
                        self.r.seeds(f"xv-{loss}-{lo_tag}-s{{seed}}"))
@@ -376,10 +377,10 @@ class Report:
         pts = []
         for e in s["views_grid"]:
             d, st = self.r.get(f"dump-E{e}"), self.r.get(f"xv-dkd-E{e}-s0")
-            p = paired([st], [e1]) if st and e1 else None
+            p = paired([st], [e1]) if st and e1 and st is not e1 else None
             dumped = (f"{d['rows']} | {d['soft_label_bytes']:,} | {d['stored_bytes']:,} | "
                       f"{d['wall_s']:.0f}") if d else "not run | | |"
-            self.add(f"| {e} | {dumped} | {_pct(st)} | {fmt_paired(p)} |")
+            self.add(f"| {e} | {dumped} | {_pct(st)} | {fmt_paired(p) if p else ''} |")
             if st and d:
                 pts.append((e, 100 * st["eer"], d["soft_label_bytes"] / 1e6, d["wall_s"]))
         if pts:
@@ -467,8 +468,9 @@ class Report:
         extra = c["paper_forward_s_per_crop"] - c["teacher_forward_s_per_crop"]
         p_dump = dump["wall_s"] + rows * extra
         p_online = online["wall_s"] + epochs * rows * extra
-        self.add("", f"Projected to the paper's teacher: WavLM Large + ECAPA "
-                 f"({c['paper_params_m']:.0f}M parameters, random weights) takes "
+        tiny = " (here a tiny WavLM: `--quick`)" if c["settings"]["paper_opt"] else ""
+        self.add("", f"Projected to the paper's teacher: WavLM Large + ECAPA{tiny} "
+                 f"({c['paper_params_m']:.1f}M parameters, random weights) takes "
                  f"{1000 * c['paper_forward_s_per_crop']:.1f} ms per {s['crop_seconds']:g}-s "
                  f"crop forward, our teacher {1000 * c['teacher_forward_s_per_crop']:.1f} ms and a "
                  f"student training step {1000 * c['student_step_s_per_crop']:.1f} ms per crop "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -144,7 +145,9 @@ COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_crop": 0.0
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
 
 
-CLASSES_MINUS_ONE = "{C-1}"  # resolved when the run starts: its training speakers - 1
+# resolved when a dump starts, from its --train manifest: C-1, and min(k, C-1) for a cache of
+# k speakers over a corpus (or subset) that may have fewer
+CLASSES_MINUS_ONE = "{C-1}"
 TEACHER_EMBED_DIM = "{teacher-embed-dim}"  # resolved when the run starts, from its cache
 
 
@@ -240,7 +243,8 @@ class Plan:
         """``topk=None``: every non-target speaker (C-1)."""
         s = self.size
         rows = views * self.utterances * share
-        k = str(topk) if topk is not None else CLASSES_MINUS_ONE
+        k = f"{{min(C-1,{topk})}}" if topk is not None else CLASSES_MINUS_ONE
+        label = str(topk) if topk is not None else "C-1"
         return self.add(Run(name, "dump", [
             "-m", "stage1_teacher.dump", "--teacher", str(self.work(teacher) / "model.pt"),
             "--train", str(train), *self.aug, "--views-per-utt", str(views),
@@ -249,7 +253,7 @@ class Plan:
             *(["--store-features"] if self.opts.store_features else []),
             "--out", str(self.work(name) / "logits.zarr")], (teacher, *deps),
             est_s=COST["start"] + rows * (COST["teacher_forward"] + COST["replay"]),
-            meta={"section": section, "views": views, "topk": k, "teacher": teacher,
+            meta={"section": section, "views": views, "topk": label, "teacher": teacher,
                   "train_share": share}))
 
     def student(self, name: str, cache: str, arch: str, loss: str, seed: int,
@@ -292,11 +296,17 @@ class Plan:
         # the main cache keeps every non-target speaker: k' = 4, 8, 32 and C-1 are read from it
         self.dump("dump-main", "teacher", self.train, s.views, None, base, 1.0, [1, 2, 5],
                   embeddings=True)
-        # 1. losses; the x-vector dkd seed 0 at k=32 is also section 2's k=32 row
+        # 2. cached k=32 and online first: the two start together after the dump, so their
+        # wall times per epoch are taken side by side (the same load on the machine)
+        self.student("xv-dkd-s0", "dump-main", "xvector", "dkd", 0, [1, 2, 6], topk=s.topk)
+        self.student("xv-dkd-online-s0", "dump-main", "xvector", "dkd", 0, [2, 6],
+                     online="teacher")
+        # 1. losses
         for seed in range(s.xvector_seeds):
             for loss in XV_LOSSES:
-                self.student(f"xv-{loss}-s{seed}", "dump-main", "xvector", loss, seed, [1],
-                             topk=s.topk)
+                if (loss, seed) != ("dkd", 0):
+                    self.student(f"xv-{loss}-s{seed}", "dump-main", "xvector", loss, seed, [1],
+                                 topk=s.topk)
         for arch in ("resnet34", "campp"):
             for seed in range(s.other_seeds):
                 for loss in OTHER_LOSSES:
@@ -307,8 +317,6 @@ class Plan:
             if k != s.topk:
                 self.student(f"xv-dkd-k{k}-s0", "dump-main", "xvector", "dkd", 0, [2], topk=k)
         self.student("xv-dkd-kall-s0", "dump-main", "xvector", "dkd", 0, [2])
-        self.student("xv-dkd-online-s0", "dump-main", "xvector", "dkd", 0, [2, 6],
-                     online="teacher")
         # 4. views per utterance at k=32 (same total number of training crops)
         for e in s.views_grid:
             self.dump(f"dump-E{e}", "teacher", self.train, e, s.topk, base, 1.0, [4, 6])
@@ -370,12 +378,14 @@ class Experiment:
     def resolve(self, argv: list[str]) -> list[str]:
         """Fill in C-1 (from the run's --train manifest) and the teacher's embedding size
         (from its --cache)."""
-        if CLASSES_MINUS_ONE in argv:
+        if "--topk" in argv and argv[argv.index("--topk") + 1].startswith("{"):
             from speaker.recipe import load_manifest
 
-            train = Path(argv[argv.index("--train") + 1])
-            c = len(load_manifest(train).speakers)
-            argv = [str(c - 1) if a == CLASSES_MINUS_ONE else a for a in argv]
+            i = argv.index("--topk") + 1
+            c = len(load_manifest(Path(argv[argv.index("--train") + 1])).speakers)
+            cap = re.fullmatch(r"\{min\(C-1,(\d+)\)\}", argv[i])
+            k = min(c - 1, int(cap.group(1))) if cap else c - 1
+            argv = [*argv[:i], str(k), *argv[i + 1:]]
         dim_opt = f"embed_dim={TEACHER_EMBED_DIM}"
         if dim_opt in argv:
             spec = self._cli_json("store", "inspect", argv[argv.index("--cache") + 1],
