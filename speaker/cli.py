@@ -19,6 +19,10 @@ import click
 from speaker.errors import UserError
 
 
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+"""click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -31,7 +35,7 @@ def run(command: click.Command, user_errors: tuple[type[BaseException], ...] = (
     """Invoke ``command`` turning user errors into one line and exit status 2."""
     handled = (UserError, *user_errors)
     try:
-        command.main(standalone_mode=False)
+        command.main(standalone_mode=False, **CONTEXT_SETTINGS)
     except handled as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
