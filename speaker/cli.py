@@ -18,7 +18,6 @@ import click
 
 from speaker.errors import UserError
 
-
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 """click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
 
