@@ -106,11 +106,17 @@ def kd_teacher_margin(kd_logits: str, teacher: TeacherInfo | Teacher) -> LogitMa
     """
     if kd_logits == "cosine" or teacher.margin_kind == "none":
         return None
-    return LogitMargin(teacher.margin_kind, teacher.margin, teacher.scale)
+    try:
+        return LogitMargin(teacher.margin_kind, teacher.margin, teacher.scale)
+    except ValueError as exc:
+        raise UserError(f"the teacher's head ({teacher.arch}): {exc}") from None
 
 
 def check_scale(config: StudentConfig, teacher_scale: float, source: str) -> None:
-    """Refuse a student head whose logit scale differs from the teacher's."""
+    """Refuse a student head whose logit scale differs from the teacher's, when the
+    distillation term compares logits (CE alone and embedding KD do not)."""
+    if config.distill.loss in ("ce", "emb"):
+        return
     if not math.isclose(config.schedule.scale, teacher_scale, rel_tol=1e-6):
         raise UserError(f"the student head's logit scale {config.schedule.scale:g} differs from "
                         f"the teacher's {teacher_scale:g} ({source}); KD at another scale is KD "
