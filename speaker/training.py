@@ -221,7 +221,8 @@ class SpeakerNet(nn.Module):
     def forward(
         self, feats: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (embedding, margin logits for CE, scale*cos logits without margin for KD)."""
+        """-> (embedding, margin logits (CE; KD under ``--kd-logits margin``), scale*cos
+        logits without margin (KD under ``--kd-logits cosine``))."""
         emb = self.model(feats)
         return emb, self.head(emb, labels), self.head.cosine_logits(emb)
 

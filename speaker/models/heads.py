@@ -3,7 +3,8 @@
 The head holds the class weight matrix -- the classifier that parameter counts exclude.
 :meth:`AAMSoftmax.forward` gives the margin logits that CE trains on;
 :meth:`AAMSoftmax.cosine_logits` gives ``scale * cos`` without margin, which is what the
-teacher dump stores and what students are distilled against.
+teacher dump stores. Students are distilled on either (``--kd-logits``); the margin formula
+itself lives in :mod:`speaker.margin`.
 
 Example:
     >>> import torch
