@@ -407,7 +407,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"--config {path}: not readable JSON ({exc})") from None
-    if not isinstance(saved, dict) or saved.get("kind") != "student":
+    if (not isinstance(saved, dict) or saved.get("kind") != "student"
+            or not {"cache", "data"} <= set(saved)):
         raise UserError(f"--config {path}: not a student run's config.json (kind "
                         f"{saved.get('kind') if isinstance(saved, dict) else None!r})")
     return saved

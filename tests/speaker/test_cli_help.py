@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# runpy warns that the module ran again after the test session imported it: harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
+
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ["speaker.toy", "speaker.models", "store", "stage1_teacher.train",
            "stage1_teacher.dump", "stage1_teacher.verify", "stage2_student.train",

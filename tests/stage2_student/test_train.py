@@ -336,6 +336,15 @@ def test_refused_before_training(case: str, student_run, other_corpus: Path,
     assert not (out / "model.pt").exists()
 
 
+def test_config_of_a_teacher_run_is_refused(student_cache, student_run, tmp_path: Path,
+                                            train_cli):
+    teacher_config = Path(student_cache.teacher).parent / "config.json"
+    outcome = train_cli(["--config", teacher_config, "--out", tmp_path / "run"])
+    assert outcome.exit_code == 2 and len(outcome.error_lines) == 1, outcome.stderr
+    assert "not a student run's config.json (kind 'teacher')" in outcome.error_lines[0]
+    assert str(teacher_config) in outcome.error_lines[0]
+
+
 def test_refusal_through_python_dash_m(student_cache, student_run, other_corpus: Path,
                                        tmp_path: Path):
     """The real entry point: one ``error:`` line on stderr and exit status 2."""
