@@ -83,7 +83,8 @@ def test_kernel_and_head_give_the_same_target_logit(m: float):
     t = 16.0  # keeps the probability sensitive to the target logit
     got = teacher_probs(cos_logit, np.zeros((len(theta), 1), np.float32),
                         np.full(len(theta), -np.inf, np.float32), 1, t,
-                        margin=LogitMargin("aam", m, 32.0))
+                        margin=LogitMargin("aam", m, 32.0),
+                        parallel=False)  # no OpenMP team in this process (see test_dataset)
     want = torch.sigmoid(head_logit / t).numpy()  # one non-target logit of 0, empty tail
     np.testing.assert_allclose(got.full[:, 0], want, rtol=0, atol=2e-6)
 
