@@ -53,7 +53,7 @@ from benchlib import cores, cpu_name, write_atomic
 from torch.utils.data import DataLoader
 
 from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, setup_logging
+from speaker.cli import parse_options, run, setup_logging
 from speaker.data import LabelMap
 from speaker.dataset import ViewRenderer
 from speaker.models import build
@@ -427,4 +427,4 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: fl
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -66,7 +66,7 @@ from stage1_teacher.train import PRESETS
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch
 from stage2_student.kernels import teacher_probs
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss
-from stage2_student.train import distill_step
+from stage2_student.train import distill_step, kd_teacher_margin
 from store import StoreError, StoreReader
 
 log = logging.getLogger("bench_stage2")
@@ -123,7 +123,8 @@ class Bench:
         render = ViewRenderer(manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
                               AugmentConfig.from_dict(spec.augment),
                               data.noise_bank(spec.sample_rate), sample_rate=spec.sample_rate)
-        request = CacheRequest(cache)
+        # the default --kd-logits margin convention: the teacher's margin on its target
+        request = CacheRequest(cache, teacher_margin=kd_teacher_margin("margin", spec.teacher))
         self.spec = spec
         self.views = {  # CE and online training need no teacher buckets from the cache
             "ce": CachedViews(request, render, batch_size, buckets=False),
@@ -146,8 +147,11 @@ class Bench:
         config = {"ce": DistillConfig(loss="ce"),
                   "cached": DistillConfig(loss="dkd", alpha=1.0, beta=2.0, temperature=1.0),
                   "online": DistillConfig(loss="dkd", alpha=1.0, beta=2.0, temperature=1.0)}
-        self.step_fns = {mode: distill_step(config[mode], self.live if mode == "online"
-                                            else None, "cpu") for mode in MODES}
+        online = {"live": self.live, "live_margin": kd_teacher_margin("margin", self.live)}
+        none = {"live": None, "live_margin": None}
+        self.step_fns = {mode: distill_step(config[mode], device="cpu",
+                                            **(online if mode == "online" else none))
+                         for mode in MODES}
         self.batch_size, self.steps, self.workers = batch_size, steps, workers
         self.epoch = 0
 

@@ -15,6 +15,7 @@ from speaker.augment import AugmentConfig
 from speaker.data import LabelMap
 from speaker.dataset import ViewRenderer
 from speaker.errors import UserError
+from speaker.margin import LogitMargin
 from speaker.recipe import DataPaths
 from speaker.teacher import load_teacher
 from stage1_teacher.dump import ViewRows
@@ -178,17 +179,18 @@ def test_batches_per_epoch_is_a_lower_bound_for_every_rank(student_cache, batch_
 def test_teacher_buckets_are_the_kernel_on_the_same_rows(student_cache, stored):
     """k' = 2 of k = 4, T = 2 (the second tail column) and the teacher's AAM margin."""
     sc = student_cache
-    request = CacheRequest(sc.cache, topk=2, temperature=2.0, teacher_margin=True)
+    margin = LogitMargin("aam", 0.2, 32.0)
+    request = CacheRequest(sc.cache, topk=2, temperature=2.0, teacher_margin=margin)
     views = CachedViews(request, student_renderer(sc.cache, sc.corpus), 16, seed=3)
     views.set_epoch(1)
     spec = views.spec
-    assert spec.temperatures.index(2.0) == 1 and spec.teacher.margin > 0
+    assert spec.temperatures.index(2.0) == 1
     count = 0
     for batch in views:
         rows = rows_of(batch, stored)
         want = teacher_probs(stored.target_logit[rows], stored.topk_logit[rows],
                              np.ascontiguousarray(stored.tail_lse[rows, 1]), 2, 2.0,
-                             scale=spec.teacher.scale, margin=spec.teacher.margin)
+                             margin=margin)
         for name in ("binary", "nontarget", "full"):
             got = getattr(batch.teacher, name)
             assert got.shape == getattr(want, name).shape
