@@ -120,6 +120,7 @@ def _int_bits_to_f32(typingctx, bits):
 
 
 _EXP_MIN = np.float32(-87.33654)  # log(smallest normal float32)
+_F32_TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @njit(fastmath=_FASTMATH, cache=True)
@@ -536,13 +537,16 @@ def _dual_group_rows(lo, hi, full, cap, soft_low, soft_high, primary, binary, so
         s = np.float32(0.0)
         for j in range(k1):
             s += full[i, j]
-        r = np.float32(1.0) / s if s > 0 else np.float32(0.0)
+        # A subnormal group mass (only a lone target far below the rest gives one) has no
+        # float32 reciprocal: 1/s is inf. Treat it as 0, as teacher_probs' exp already does
+        # below the smallest normal; a one-entry group's KL is 0 either way.
+        r = np.float32(1.0) / s if s >= _F32_TINY else np.float32(0.0)
         for j in range(k1):
             primary[i, j] = full[i, j] * r
         rest = full[i, k1]
         t = np.float32(1.0)
         p_primary, p_rest = s, rest
-        if cap > 0 and rest > 0 and s > 0:
+        if cap > 0 and rest >= _F32_TINY and s >= _F32_TINY:
             # One log per row, outside the vectorised loops.
             odds = np.float32(math.log(s / rest))  # the teacher's binary log-odds
             if abs(odds) > cap:
@@ -572,9 +576,10 @@ def dual_group_probs(teacher: TeacherBuckets, log_odds_cap: float | None = None,
     Adaptive softening (ours: the paper's rule is not public): with ``log_odds_cap`` = c > 0,
     a row whose binary log-odds ``l = log(primary / rest)`` exceed c in magnitude gets the
     temperature ``t = |l| / c``, which sets its binary distribution to ``sigmoid(+-c)``;
-    rows within the cap keep t = 1. Rows with an exactly zero group mass (no rest group, or
-    a rest below float32's range) are not softened: there is nothing to soften, and the
-    student's empty group could not follow.
+    rows within the cap keep t = 1. Rows with a zero group mass (no rest group, or a mass
+    below float32's smallest normal, which the cache's float32 probabilities cannot hold)
+    are not softened: there is nothing to soften, and the student's empty group could not
+    follow.
 
     Args:
         teacher: ``teacher_probs`` output (only ``full`` is read; numpy or torch).
