@@ -117,9 +117,9 @@ def test_open_errors(tmp_path, small_store):
     ):
         StoreReader.open(path, num_classes=1211)
     group = zarr.open_group(str(path), mode="r+")
-    group.update_attributes({"format_version": 2})
+    group.update_attributes({"format_version": 3})
     with pytest.raises(
-        StoreError, match="has cache format version 2 but this entkd reads version 1"
+        StoreError, match="has cache format version 3 but this entkd reads version 1 or 2"
     ):
         StoreReader.open(path)
 
@@ -194,7 +194,8 @@ def test_shuffle_buffer_is_bounded(small_store, monkeypatch):
     reader = StoreReader.open(small_store[0])
     reads = []
     real = reader.read_chunks
-    monkeypatch.setattr(reader, "read_chunks", lambda cs: reads.extend(cs) or real(cs))
+    monkeypatch.setattr(reader, "read_chunks",
+                        lambda cs, **kw: reads.extend(cs) or real(cs, **kw))
     blocks = reader.iter_blocks(0, 0, shuffle_chunks=3, block_rows=32)
     first = next(blocks)
     assert len(first) == 32 and len(reads) == 3  # only the shuffle buffer was read
@@ -229,10 +230,14 @@ def test_corrupt_shard_raises(small_store, where):
 def test_missing_shard_file_raises(small_store):
     path, _ = small_store
     (path / "seed" / "c" / "1").unlink()
+    with pytest.raises(StoreError, match=r"shard\(s\) 1 are marked complete but 1 of their "
+                       r"objects are missing \(first: seed/c/1\)"):
+        StoreReader.open(path)
+    # Opened without the object check, the read itself still refuses the fill values.
     with pytest.raises(
         CorruptShardError, match="shard 1 is marked complete but has no data for seed"
     ):
-        StoreReader.open(path).read(256, 260)
+        StoreReader.open(path, check_files=False).read(256, 260)
 
 
 def test_reader_pickles_as_path(small_store):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from store import RowBlock, StoreError, StoreSpec, TeacherInfo, check_block
-from store.schema import FORMAT_VERSION, SEED_FILL, check_format, validate_block
+from store.schema import FORMAT_VERSION, SEED_FILL, check_format, root_attrs, validate_block
 from store.synthetic import synthetic_rows
 
 OFFSET = 5000
@@ -81,12 +81,21 @@ def test_temperature_index_and_topk(make_spec):
         spec.check_topk(9)
 
 
-def test_check_format():
-    check_format({"format": "entkd-teacher-cache", "format_version": FORMAT_VERSION}, "x")
+def test_check_format(make_spec):
+    assert check_format({"format": "entkd-teacher-cache", "format_version": 1}, "x") == 1
+    attrs = root_attrs(make_spec(), "test", "now")
+    assert check_format(attrs, "x") == FORMAT_VERSION == 2
+    edited = {**attrs, "spec": {**attrs["spec"], "temperatures": [1.0, 4.0]}}
+    with pytest.raises(StoreError, match="x/zarr.json: the 'spec' attribute block does not "
+                       "match its checksum 'spec_sha256'"):
+        check_format(edited, "x")
+    with pytest.raises(StoreError, match="this entkd writes version 2"):
+        check_format({"format": "entkd-teacher-cache", "format_version": 1}, "x", versions=(2,))
     with pytest.raises(
-        StoreError, match="x has cache format version 2 but this entkd reads version 1"
+        StoreError, match="x has cache format version 3 but this entkd reads version 1 or 2"
     ):
-        check_format({"format": "entkd-teacher-cache", "format_version": 2}, "x")
+        check_format({"format": "entkd-teacher-cache", "format_version": FORMAT_VERSION + 1},
+                     "x")
     with pytest.raises(StoreError, match="x is not an entkd cache store"):
         check_format({}, "x")
 
@@ -156,7 +165,7 @@ def test_structure_problems(make_spec):
         validate_block(dataclasses.replace(block, label=block.label.astype(float)), spec)
     with pytest.raises(StoreError, match="embedding missing"):
         validate_block(block, make_spec(embedding_dim=3))
-    with pytest.raises(StoreError, match="embedding given but the store has embedding_dim=0"):
+    with pytest.raises(StoreError, match="embedding given but the store has no such array"):
         validate_block(dataclasses.replace(block, embedding=np.zeros((10, 3))), spec)
     wide = block.utt.astype(np.int64)
     wide[4] = 2**40
