@@ -666,7 +666,9 @@ def check_block(
     finite = np.isfinite(logits).all(1)
     bad(~finite, "topk_logit is not finite in float16 (|logit| > 65504 or NaN)")
     if spec.k > 1:
-        bad((np.diff(logits, axis=1) > 0).any(1), "topk_logit is not sorted in descending order")
+        with np.errstate(invalid="ignore"):  # inf - inf in rows already reported non-finite
+            unsorted = (np.diff(logits, axis=1) > 0).any(1)
+        bad(unsorted, "topk_logit is not sorted in descending order")
 
     tail = out["tail_lse"]
     n_tail = spec.num_classes - 1 - spec.k
@@ -708,8 +710,9 @@ def missing_arrays(arrays: Mapping[str, np.ndarray], spec: StoreSpec) -> list[st
     """Arrays of a read chunk that hold fill values, i.e. whose stored data is missing.
 
     Written data never contains a fill value (each is invalid, see FORMAT.md), and a
-    missing shard file reads back as fill everywhere, so the first entry of a row suffices.
-    Only the arrays present in ``arrays`` are checked.
+    missing chunk (or shard file) reads back as fill in every row, so the first entry of
+    each row suffices; fill in some rows only is data breaking the invariants, which
+    :func:`check_block` reports. Only the arrays present in ``arrays`` are checked.
     """
     missing = []
     for d in spec.array_defs():
@@ -717,7 +720,7 @@ def missing_arrays(arrays: Mapping[str, np.ndarray], spec: StoreSpec) -> list[st
             continue
         a = arrays[d.name]
         first = a.reshape(len(a), -1)[:, 0]
-        hit = np.isnan(first).any() if d.dtype.kind == "f" else (first == d.fill).any()
+        hit = np.isnan(first).all() if d.dtype.kind == "f" else (first == d.fill).all()
         if hit:
             missing.append(d.name)
     return missing
