@@ -140,3 +140,14 @@ def test_real_process_error_and_no_torch(small_store):
     assert "in shard(s) 2;" in _one_error_line(proc.stderr)
     check = "import sys, store.__main__; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", check]).returncode == 0
+
+
+def test_verify_and_inspect_a_version_1_store(cli, tmp_path):
+    import shutil
+
+    path = shutil.copytree(Path(__file__).resolve().parent / "data" / "v1_store",
+                           tmp_path / "v1.zarr")
+    code, out, _ = cli("verify", path)
+    assert code == 0 and "40 rows in 3 shards pass" in out
+    code, out, _ = cli("inspect", path)
+    assert code == 0 and "none per row (version-1 store" in out

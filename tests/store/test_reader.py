@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -245,3 +246,29 @@ def test_reader_pickles_as_path(small_store):
     clone = pickle.loads(pickle.dumps(reader))
     np.testing.assert_array_equal(clone.read(10, 20).seed, reader.read(10, 20).seed)
     assert clone.spec == reader.spec
+
+
+# ---- format version 1 --------------------------------------------------------------------------
+
+V1_STORE = Path(__file__).resolve().parent / "data" / "v1_store"
+
+
+def test_version_1_store_still_reads(tmp_path):
+    """A store written by the version-1 writer (committed in tests/store/data, with the rows
+    it was given): opens, reads and streams the same rows, without crop checksums; only a
+    reader writes nothing to it, and the version-2 writer refuses to resume it."""
+    path = shutil.copytree(V1_STORE, tmp_path / "v1.zarr")
+    want = np.load(V1_STORE.parent / "v1_rows.npz")
+    reader = StoreReader.open(path, num_classes=12)
+    assert reader.spec.format_version == 1 and not reader.spec.has_crop_checksum
+    assert reader.manifest_ids()[:2] == ("utt0000000", "utt0000001")
+    got = reader.read(0, 40)
+    assert got.crop_checksum is None and got.features is None
+    assert sorted(got.arrays()) == sorted(want.files)
+    for name in want.files:
+        assert np.array_equal(got.arrays()[name], want[name]), name
+    streamed = RowBlock.concat(list(reader.iter_blocks(0, 0, block_rows=7)))
+    assert sorted(streamed.seed.tolist()) == sorted(want["seed"].tolist())
+    with pytest.raises(StoreError, match="has cache format version 1 but this entkd writes "
+                                         "version 2"):
+        StoreWriter.open(path)
