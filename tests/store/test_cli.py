@@ -151,3 +151,13 @@ def test_verify_and_inspect_a_version_1_store(cli, tmp_path):
     assert code == 0 and "40 rows in 3 shards pass" in out
     code, out, _ = cli("inspect", path)
     assert code == 0 and "none per row (version-1 store" in out
+
+
+def test_the_store_package_does_not_import_speaker():
+    """Layering: the cache library and its CLI stand alone (no torch, no speaker)."""
+    code = ("import sys, store, store.__main__, store.lock, store.synthetic; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('speaker', 'torch')); "
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr

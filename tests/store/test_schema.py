@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 
-from store import RowBlock, StoreError, StoreSpec, TeacherInfo, check_block
+from store import FeatureInfo, RowBlock, StoreError, StoreSpec, TeacherInfo, check_block
 from store.schema import FORMAT_VERSION, SEED_FILL, check_format, root_attrs, validate_block
 from store.synthetic import synthetic_rows
 
@@ -66,6 +67,52 @@ def test_attrs_round_trip(make_spec):
     back, num_utts = StoreSpec.from_attrs(attrs, spec.manifest_ids)
     assert back == spec and num_utts == 120
     assert back.temperatures == (0.5, 3.0)
+
+
+def test_version_2_attrs_round_trip(make_spec):
+    """Stored features, the teacher's epochs and class names survive to_attrs/from_attrs;
+    the optional blocks are absent (not null) when unset; version-1 attrs read as v1."""
+    labels = tuple(f"spk{i}" for i in range(50))
+    teacher = TeacherInfo("x", "0", 50, 32.0, 0.2, "am", epoch=3, epochs=8,
+                          teacher_labels=labels)
+    spec = dataclasses.replace(make_spec(), teacher=teacher,
+                               features=FeatureInfo(frames=198))
+    attrs = spec.to_attrs()
+    assert attrs["features"]["frames"] == 198 and attrs["teacher"]["teacher_labels"][1] == "spk1"
+    back, _ = StoreSpec.from_attrs(json.loads(json.dumps(attrs)), spec.manifest_ids)
+    assert back == spec and back.teacher.complete is False
+    plain = make_spec().to_attrs()
+    assert "features" not in plain and "teacher_labels" not in plain["teacher"]
+    old, _ = StoreSpec.from_attrs(plain, format_version=1)
+    assert old.format_version == 1 and [d.name for d in old.array_defs()][:4] == \
+        ["utt", "start", "seed", "label"]
+    names = [d.name for d in spec.array_defs()]
+    assert names[3] == "crop_checksum" and names[-1] == "features"
+    assert spec.bytes_per_row_raw() == make_spec().bytes_per_row_raw() + 2 * 198 * 80
+    with pytest.raises(StoreError, match="teacher_labels names 2 classes, the teacher has 50"):
+        TeacherInfo("x", "0", 50, 32.0, 0.2, teacher_labels=("a", "b"))
+    with pytest.raises(StoreError, match="stored features need cache format version 2"):
+        dataclasses.replace(spec, format_version=1)
+
+
+def test_crop_checksum_and_features_invariants(make_spec):
+    spec = dataclasses.replace(make_spec(), features=FeatureInfo(frames=3, mel_bins=4))
+    block = synthetic_rows(spec, 0, 20)
+    assert block.features.shape == (20, 3, 4) and block.crop_checksum.dtype == np.int32
+    validate_block(block, spec)
+    bad = dataclasses.replace(block, crop_checksum=block.crop_checksum.copy(),
+                              features=block.features.copy())
+    bad.crop_checksum[4] = -7
+    bad.features[9, 2, 1] = np.inf
+    _, problems = check_block(bad, spec)
+    assert "crop_checksum is negative (checksums are 31-bit) at row 4" in problems
+    assert "features are not finite in float16 at row 9" in problems
+    _, problems = check_block(dataclasses.replace(block, features=None), spec, features=False)
+    assert problems == []
+    with pytest.raises(StoreError, match="features missing"):
+        validate_block(dataclasses.replace(block, features=None), spec)
+    with pytest.raises(StoreError, match="crop_checksum given but the store has no such array"):
+        validate_block(block, dataclasses.replace(make_spec(), format_version=1))
 
 
 def test_temperature_index_and_topk(make_spec):
