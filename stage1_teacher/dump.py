@@ -405,14 +405,18 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
         config = dataclasses.replace(config, topk=label_map.num_classes - 1)
     spec = make_spec(config, teacher, manifest, label_map, render, bank.content_hash(),
                      embedding_dim if config.embeddings else 0)
+    if ctx.is_main:
+        out.parent.mkdir(parents=True, exist_ok=True)
     lock = StoreLock.acquire(out) if ctx.is_main else None
-    created = False
+    writer = None
     try:
         writer, created = open_store(out, spec, resume, ctx)
         return _write_rows(ctx, writer, rows, config, teacher, batch_size, workers,
                            background_writer)
     except (UserError, StoreError) as exc:
-        note = leftover_note(out, created, ctx) if out.exists() else ""
+        # Only a failure while writing leaves a store to explain; open_store's own
+        # refusals already say what to do.
+        note = leftover_note(out, created, ctx) if writer is not None else ""
         if not note:
             raise
         kind = UserError if isinstance(exc, UserError) else StoreError
