@@ -79,11 +79,11 @@ log = logging.getLogger("bench_dump")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class DiscardWriter(BackgroundWriter):
+class DiscardWriter:
     """Takes the dump's whole shards like :class:`BackgroundWriter` and writes nothing:
-    the cost of the dump loop without the writer."""
+    the cost of the dump loop without the writer (a ``stage1_teacher.dump.ShardSink``)."""
 
-    def __init__(self, writer: StoreWriter):  # no thread: nothing to write
+    def __init__(self, writer: StoreWriter):
         self.busy_s = 0.0
 
     def put(self, shard: int, block: RowBlock) -> None:

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import click
 import numpy as np
@@ -351,14 +352,21 @@ def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowB
     )
 
 
-#: What takes whole shards from the dump loop: ``put(shard, block)``, ``close()``,
-#: ``busy_s`` (:class:`BackgroundWriter`; a benchmark may pass one that writes nothing).
-ShardSink = Callable[[StoreWriter], BackgroundWriter]
+class ShardSink(Protocol):
+    """What takes whole shards from the dump loop (:class:`BackgroundWriter`; a benchmark
+    may pass one that writes nothing)."""
+
+    busy_s: float
+
+    def put(self, shard: int, block: RowBlock) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, resume: bool,
          batch_size: int, workers: int, threads: int = 0,
-         background_writer: ShardSink = BackgroundWriter) -> dict[str, float]:
+         background_writer: Callable[[StoreWriter], ShardSink] = BackgroundWriter,
+         ) -> dict[str, float]:
     """Write (or complete) the cache at ``out``; returns timing counters of this rank.
 
     ``threads``: torch threads for the teacher (0: auto, see
@@ -376,8 +384,8 @@ def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, r
 
 
 def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
-          resume: bool, batch_size: int, workers: int, background_writer: ShardSink,
-          ) -> dict[str, float]:
+          resume: bool, batch_size: int, workers: int,
+          background_writer: Callable[[StoreWriter], ShardSink]) -> dict[str, float]:
     teacher = load_teacher(teacher_spec, ctx.device)
     if teacher.epoch is not None and teacher.epochs is not None and teacher.epoch < teacher.epochs:
         log.warning("teacher %s stopped after epoch %d of %d: its soft labels are those of an "
@@ -428,7 +436,7 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
 
 def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: DumpConfig,
                 teacher: Teacher, batch_size: int, workers: int,
-                background_writer: ShardSink) -> dict[str, float]:
+                background_writer: Callable[[StoreWriter], ShardSink]) -> dict[str, float]:
     """Compute and write this rank's missing shards; -> timing counters."""
     mine = [(s, *writer.shard_rows_range(s))
             for s in writer.missing_shards(ctx.rank, ctx.world_size)]
