@@ -127,6 +127,8 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
                 arch=loaded.arch,
                 sha256=loaded.sha256,
                 label_map=loaded.label_map,
+                epoch=_recorded_int((loaded.state or {}).get("epoch")),
+                epochs=_recorded_int(loaded.config.get("epochs")),
             )
         else:
             try:
@@ -158,6 +160,11 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
 
 DECLARE_HEAD = ("give the module attributes scale (s of s*cos), margin_kind ('aam', 'am' "
                 "or 'none') and margin (m)")
+
+
+def _recorded_int(value: object) -> int | None:
+    """An epoch count a checkpoint records, or None when it records none."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _from_module(module: nn.Module, arch: str, sha256: str) -> Teacher:
