@@ -53,7 +53,7 @@ from benchlib import cores, cpu_name, write_atomic
 from torch.utils.data import DataLoader
 
 from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, setup_logging
+from speaker.cli import parse_options, run, setup_logging
 from speaker.data import LabelMap
 from speaker.dataset import ViewRenderer
 from speaker.models import build
@@ -65,7 +65,6 @@ from speaker.toy import ToyConfig, generate
 from speaker.training import DistContext, intra_op_threads
 from stage1_teacher.dump import (
     BackgroundWriter,
-    DiscardWriter,
     DumpConfig,
     ViewRows,
     batch_rows,
@@ -73,10 +72,25 @@ from stage1_teacher.dump import (
     shard_batches,
 )
 from stage1_teacher.train import PRESETS
+from store import RowBlock, StoreWriter
 
 log = logging.getLogger("bench_dump")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class DiscardWriter:
+    """Takes the dump's whole shards like :class:`BackgroundWriter` and writes nothing:
+    the cost of the dump loop without the writer (a ``stage1_teacher.dump.ShardSink``)."""
+
+    def __init__(self, writer: StoreWriter):
+        self.busy_s = 0.0
+
+    def put(self, shard: int, block: RowBlock) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _median(values) -> float:
@@ -427,4 +441,4 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: fl
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,7 +2,7 @@
 
 Times ``stage2_student.kernels.teacher_probs`` (after its warm-up compile, with 1 and
 ``--threads`` Numba threads, writing into preallocated outputs) and
-``teacher_probs_numpy`` (same math, whole-array numpy) on synthetic cache rows: k=64
+``numpy_buckets`` (same math, whole-array numpy, defined here) on synthetic cache rows: k=64
 float16 top-k logits, k' in {64, 32}, T=2. Prints a table, writes docs/bench_kernels.md
 and ends with one JSON line: rows_per_s (``--threads`` threads, k=64, k'=64),
 numpy_rows_per_s, speedup_vs_numpy, bytes_per_row_touched. The TRKD and dual-group kernels
@@ -40,7 +40,6 @@ from stage2_student.kernels import (
     TriageBuckets,
     dual_group_probs,
     teacher_probs,
-    teacher_probs_numpy,
     triage_probs,
 )
 from stage2_student.losses import log_odds_at_entropy
@@ -79,6 +78,35 @@ def group_bytes_per_row(kind: str, k_prime: int) -> int:
     if kind == "trkd":  # binary + nontarget in; mass, confusion, size, capped out
         return 4 * 2 + 4 * (k_prime + 1) + 4 * 3 + 4 * k_prime + 4 + 1
     return 4 * (k_prime + 2) + 4 * (k_prime + 1) + 4 * 2 + 4  # full in; primary, binary, soften
+
+
+def numpy_buckets(target_logit: np.ndarray, topk_logit: np.ndarray, tail_lse: np.ndarray,
+                  k_prime: int, temperature: float) -> TeacherBuckets:
+    """The math of ``teacher_probs`` (no margin), vectorised with numpy: the baseline.
+
+    Whole-array operations in float32, the way one would write it without a compiler:
+    several passes over [B, k] temporaries instead of one pass per row. (z/T in float32 is
+    exact only for power-of-two T at extreme logits; the kernel forms it in float64.)
+    """
+    inv_t = np.float32(1.0 / temperature)
+    u = topk_logit.astype(np.float32) * inv_t
+    big = np.maximum(u.max(axis=1), tail_lse)
+    e = np.exp(u - big[:, None])
+    e_tail = np.exp(tail_lse - big) + e[:, k_prime:].sum(axis=1)
+    kept = e[:, :k_prime]
+    s_nt = kept.sum(axis=1) + e_tail
+    ut = (target_logit * inv_t).astype(np.float32)
+    top = np.maximum(ut, big)
+    e_t = np.exp(ut - top)
+    rescale = np.exp(big - top)
+    total = e_t + s_nt * rescale
+    c_full = (rescale / total)[:, None]
+    nontarget = np.concatenate([kept, e_tail[:, None]], axis=1) / s_nt[:, None]
+    full = np.concatenate([(e_t / total)[:, None], kept * c_full, e_tail[:, None] * c_full],
+                          axis=1)
+    binary = np.stack([e_t / total, s_nt * c_full[:, 0]], axis=1)
+    return TeacherBuckets(binary=binary.astype(np.float32), nontarget=nontarget.astype(np.float32),
+                          full=full.astype(np.float32))
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -175,13 +203,13 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
             if n_threads == threads:
                 headline[k_prime] = entry
         numba.set_num_threads(threads)
-        reference = teacher_probs_numpy(target, topk, tail, k_prime, TEMPERATURE)  # warm-up
+        reference = numpy_buckets(target, topk, tail, k_prime, TEMPERATURE)  # warm-up
         err = max(float(np.abs(getattr(out, f) - getattr(reference, f)).max())
                   for f in ("binary", "nontarget", "full"))
         log.info("k'=%d: max |numba - numpy| = %.2e", k_prime, err)
         del reference
         timing = best_time(
-            lambda kp=k_prime: teacher_probs_numpy(target, topk, tail, kp, TEMPERATURE),
+            lambda kp=k_prime: numpy_buckets(target, topk, tail, kp, TEMPERATURE),
             max(1, min(repeats, 3)))
         entry = record("numpy", 1, k_prime, timing)
         headline[k_prime]["numpy_rows_per_s"] = entry["rows_per_s"]
@@ -233,7 +261,7 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
         "rows per call": f"{rows:,}",
         "k / k' / T": f"{K} (float16) / {', '.join(map(str, K_PRIMES))} / {TEMPERATURE}",
         "numba": "preallocated outputs (`out=`), timed after the warm-up call",
-        "numpy": "`teacher_probs_numpy`, float32 whole-array ops, single thread",
+        "numpy": "`numpy_buckets` (in the script), float32 whole-array ops, single thread",
         "numba-trkd / numba-dualgroup": f"`triage_probs` at tau={TRKD_TAU} / "
                                          f"`dual_group_probs` with softening to "
                                          f"{DUALGROUP_ENTROPY} bit, on teacher_probs' k'={K} "

@@ -15,13 +15,18 @@ An "epoch" is ``--steps`` steps from a fresh DataLoader with ``--workers`` proce
 the same steps: ``loader`` (the cached-mode DataLoader alone, same workers) against
 ``loader_ce`` (without teacher buckets), and ``student`` (cached-DKD train steps on batches
 loaded beforehand) against ``student_ce`` (CE steps on the same batches): they split the
-cached-over-CE cost into its loader and trainer parts. After a warm-up round, ``--repeats``
+cached-over-CE cost into its loader and trainer parts. On a second cache of the same
+teacher and rows dumped with ``--store-features``, ``loader_features`` (batches read from
+the stored features) is timed against ``loader_replay`` (the same batches replayed from the
+audio): ``features_over_replay_rows_per_s``. ``crop_checksum_overhead`` is the time of the
+per-row crop checksum stage 2 adds to replay (crc32 of the raw crop, best of 50 over one
+batch's real crops) over the replay loader's time per row. After a warm-up round, ``--repeats``
 rounds; within a round every run replays the same rows (one epoch's shuffle), what is
 compared runs back to back, in alternating order, and a ratio is the median of its
 per-round ratios. Prints a table, writes ``--out`` and ends with one JSON
 line: cached_over_ce_epoch, online_over_cached_epoch, loader_rows_per_s,
 student_rows_per_s, the two part ratios, the kernel's and the DKD term's own cost per
-batch, and the settings.
+batch, features_over_replay_rows_per_s, crop_checksum_overhead, and the settings.
 
 \b
 Examples:
@@ -61,12 +66,13 @@ from speaker.recipe import DataPaths
 from speaker.teacher import Teacher, load_teacher
 from speaker.toy import ToyConfig, generate
 from speaker.training import SpeakerNet
+from speaker.views import crop_checksum
 from stage1_teacher import dump
 from stage1_teacher.train import PRESETS
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch
 from stage2_student.kernels import teacher_probs
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss
-from stage2_student.train import distill_step
+from stage2_student.train import distill_step, kd_teacher_margin
 from store import StoreError, StoreReader
 
 log = logging.getLogger("bench_stage2")
@@ -78,13 +84,15 @@ MODES = ("ce", "cached", "online")
 
 
 def ensure_inputs(workdir: Path, speakers: int, utts: int, duration: float, views: int,
-                  crop_seconds: float, topk: int, seed: int) -> tuple[Path, Path, Path]:
-    """(corpus, teacher model.pt, cache) under ``workdir``, built once.
+                  crop_seconds: float, topk: int, seed: int) -> tuple[Path, Path, Path, Path]:
+    """(corpus, teacher model.pt, cache, cache with stored features) under ``workdir``,
+    built once.
 
     The teacher is the demo preset's architecture, untrained: only its speed matters here
     (the online mode runs it on every batch), and training it would cost minutes.
     """
     corpus, teacher, cache = workdir / "corpus", workdir / "teacher", workdir / "logits.zarr"
+    features = workdir / "logits_features.zarr"
     if not (corpus / "toy.json").exists():
         log.info("generating the toy corpus in %s", corpus)
         generate(ToyConfig(speakers=speakers, utts_per_speaker=utts, duration=duration,
@@ -100,13 +108,14 @@ def ensure_inputs(workdir: Path, speakers: int, utts: int, duration: float, view
         save_checkpoint(teacher / "model.pt", arch=preset.arch, arch_kwargs=preset.arch_kwargs,
                         model=model, head=AAMSoftmax(model.embed_dim, labels.num_classes),
                         label_map=labels.to_dict(), config={"kind": "teacher", "bench": True})
-    if not (cache / "zarr.json").exists():
-        log.info("dumping the cache %s", cache)
-        dump.cli.main(["--teacher", str(teacher / "model.pt"), "--data", str(corpus),
-                       "--out", str(cache), "--views-per-utt", str(views),
-                       "--crop-seconds", str(crop_seconds), "--topk", str(topk),
-                       "--workers", "1"], standalone_mode=False)
-    return corpus, teacher / "model.pt", cache
+    for out, extra in ((cache, []), (features, ["--store-features"])):
+        if not (out / "zarr.json").exists():
+            log.info("dumping the cache %s", out)
+            dump.cli.main(["--teacher", str(teacher / "model.pt"), "--data", str(corpus),
+                           "--out", str(out), "--views-per-utt", str(views),
+                           "--crop-seconds", str(crop_seconds), "--topk", str(topk),
+                           "--workers", "1", *extra], standalone_mode=False)
+    return corpus, teacher / "model.pt", cache, features
 
 
 # ---- timing ----------------------------------------------------------------------------------
@@ -115,7 +124,7 @@ def ensure_inputs(workdir: Path, speakers: int, utts: int, duration: float, view
 class Bench:
     """Everything the timed runs share: views, one student per mode, the live teacher."""
 
-    def __init__(self, corpus: Path, teacher_path: Path, cache: Path, arch: str,
+    def __init__(self, corpus: Path, teacher_path: Path, cache: Path, features: Path, arch: str,
                  arch_kwargs: dict[str, Any], batch_size: int, steps: int, workers: int):
         data = DataPaths(data=corpus)
         manifest = data.train_manifest()
@@ -123,13 +132,18 @@ class Bench:
         render = ViewRenderer(manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
                               AugmentConfig.from_dict(spec.augment),
                               data.noise_bank(spec.sample_rate), sample_rate=spec.sample_rate)
-        request = CacheRequest(cache)
+        # the default --kd-logits margin convention: the teacher's margin on its target
+        request = CacheRequest(cache, teacher_margin=kd_teacher_margin("margin", spec.teacher))
         self.spec = spec
         self.views = {  # CE and online training need no teacher buckets from the cache
             "ce": CachedViews(request, render, batch_size, buckets=False),
             "cached": CachedViews(request, render, batch_size, buckets=True),
             "online": CachedViews(request, render, batch_size, buckets=False),
+            # one cache with stored features, read or replayed: the same rows and batches
+            "features": CachedViews(CacheRequest(features), render, batch_size, features=True),
+            "replay": CachedViews(CacheRequest(features), render, batch_size, features=False),
         }
+        self.render = render
         available = self.views["cached"].batches_per_epoch()
         if available < steps:
             raise click.UsageError(f"--steps {steps} needs {steps * batch_size} rows per "
@@ -146,8 +160,11 @@ class Bench:
         config = {"ce": DistillConfig(loss="ce"),
                   "cached": DistillConfig(loss="dkd", alpha=1.0, beta=2.0, temperature=1.0),
                   "online": DistillConfig(loss="dkd", alpha=1.0, beta=2.0, temperature=1.0)}
-        self.step_fns = {mode: distill_step(config[mode], self.live if mode == "online"
-                                            else None, "cpu") for mode in MODES}
+        online = {"live": self.live, "live_margin": kd_teacher_margin("margin", self.live)}
+        none = {"live": None, "live_margin": None}
+        self.step_fns = {mode: distill_step(config[mode], device="cpu",
+                                            **(online if mode == "online" else none))
+                         for mode in MODES}
         self.batch_size, self.steps, self.workers = batch_size, steps, workers
         self.epoch = 0
 
@@ -203,16 +220,26 @@ class Bench:
                                  topk_index=batch.topk_index, teacher=batch.teacher)
             distill_loss(config, parts, 1.0).backward()
 
-        def best(fn: Callable[[], None]) -> float:
+        def best(fn: Callable[[], None], count: int = repeats) -> float:
             fn()
             times = []
-            for _ in range(repeats):
+            for _ in range(count):
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
             return 1000 * min(times)
 
-        return {"kernel_ms_per_batch": best(kernel), "dkd_loss_ms_per_step": best(dkd)}
+        # The raw crops (speed 1) of one batch, as replay reads them before augmenting.
+        crops = [self.render.reader.read(self.render.manifest[int(u)], int(s),
+                                         self.spec.crop_samples)
+                 for u, s in zip(rows.utt, rows.start, strict=True)]
+
+        def checksums() -> None:
+            for crop in crops:
+                crop_checksum(crop)
+
+        return {"kernel_ms_per_batch": best(kernel), "dkd_loss_ms_per_step": best(dkd),
+                "checksum_ms_per_batch": best(checksums, 50)}
 
 
 def timed_rounds(bench: Bench, repeats: int) -> dict[str, list[float]]:
@@ -220,7 +247,8 @@ def timed_rounds(bench: Bench, repeats: int) -> dict[str, list[float]]:
     cached epochs, loader with and without buckets, student steps with CE and with DKD),
     first one then the other in alternate rounds, so slow drifts of a shared machine cancel
     in the per-round ratios."""
-    names = ["ce", "cached", "online", "loader", "loader_ce", "student", "student_ce"]
+    names = ["ce", "cached", "online", "loader", "loader_ce", "student", "student_ce",
+             "loader_features", "loader_replay"]
     times: dict[str, list[float]] = {name: [] for name in names}
 
     def one_round(r: int) -> dict[str, float]:
@@ -230,6 +258,8 @@ def timed_rounds(bench: Bench, repeats: int) -> dict[str, list[float]]:
             got[mode] = bench.epoch_seconds(mode)
         got["online"] = bench.epoch_seconds("online")
         for name, mode in flip(("loader", "cached"), ("loader_ce", "ce")):
+            got[name] = bench.loader_seconds(mode)
+        for name, mode in flip(("loader_features", "features"), ("loader_replay", "replay")):
             got[name] = bench.loader_seconds(mode)
         batches = list(bench.loader("cached"))
         for name, mode in flip(("student", "cached"), ("student_ce", "ce")):
@@ -294,6 +324,14 @@ def write_report(path: Path, rows: list[dict], summary: dict, machine: dict) -> 
         f"term {summary['dkd_loss_ms_per_step']:.2f} ms per step (forward + backward), "
         f"against {summary['ce_ms_per_step']:.0f} ms per step of a CE epoch: "
         f"{added:.2f}% more work.",
+        f"- Stored features (a second cache of the same rows dumped with --store-features): "
+        f"`loader_features` reads the batches' fbank from the cache, `loader_replay` replays "
+        f"the same batches from the audio: **{summary['features_over_replay_rows_per_s']:.1f}x"
+        f"** the rows/s ({summary['features_loader_rows_per_s']:,.0f} vs "
+        f"{summary['replay_loader_rows_per_s']:,.0f}).",
+        f"- The crop checksum replay adds (crc32 of each raw crop, best of 50 over one batch): "
+        f"{summary['checksum_ms_per_batch']:.3f} ms per batch, "
+        f"**{100 * summary['crop_checksum_overhead']:.2f}%** of the replay loader's time.",
         "",
         f"A CE step takes {per_step['ce']:.0f} ms; loading alone {per_step['loader_ce']:.0f} "
         f"ms and training alone {per_step['student_ce']:.0f} ms: "
@@ -338,14 +376,16 @@ def cli(workdir: Path, speakers: int, utts_per_speaker: int, duration: float,
     load = os.getloadavg()
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus, teacher, cache = ensure_inputs(workdir, speakers, utts_per_speaker, duration,
-                                           views_per_utt, crop_seconds, topk, seed)
+    corpus, teacher, cache, features = ensure_inputs(workdir, speakers, utts_per_speaker,
+                                                     duration, views_per_utt, crop_seconds,
+                                                     topk, seed)
     setup_s = time.perf_counter() - started
     cores = os.cpu_count() or 1
     threads = threads or max(1, cores - workers)
     torch.set_num_threads(threads)
     arch_kwargs = parse_options(student_arch_opt) or {"channels": 128, "embed_dim": 128}
-    bench = Bench(corpus, teacher, cache, student_arch, arch_kwargs, batch_size, steps, workers)
+    bench = Bench(corpus, teacher, cache, features, student_arch, arch_kwargs, batch_size, steps,
+                  workers)
     times = timed_rounds(bench, repeats)
     micro = bench.micro_ms()
 
@@ -388,6 +428,15 @@ def cli(workdir: Path, speakers: int, utts_per_speaker: int, duration: float,
         "ce_ms_per_step": round(1000 * statistics.median(times["ce"]) / steps, 1),
         "kernel_ms_per_batch": round(micro["kernel_ms_per_batch"], 4),
         "dkd_loss_ms_per_step": round(micro["dkd_loss_ms_per_step"], 3),
+        "features_over_replay_rows_per_s": round(ratio("loader_replay", "loader_features"), 2),
+        "features_loader_rows_per_s":
+            round(rows_per_run / statistics.median(times["loader_features"]), 1),
+        "replay_loader_rows_per_s":
+            round(rows_per_run / statistics.median(times["loader_replay"]), 1),
+        "checksum_ms_per_batch": round(micro["checksum_ms_per_batch"], 4),
+        "crop_checksum_overhead": round(
+            micro["checksum_ms_per_batch"] / 1000 / batch_size
+            / (statistics.median(times["loader_replay"]) / rows_per_run), 5),
         "settings": settings,
     }
     machine = {

@@ -34,7 +34,7 @@ import psutil
 import zarr
 from benchlib import cpu_name, write_atomic
 
-from speaker.cli import setup_logging
+from speaker.cli import run, setup_logging
 from store import RowBlock, StoreReader, StoreWriter
 from store.schema import ZSTD_LEVEL
 from store.synthetic import synthetic_rows, synthetic_spec
@@ -260,4 +260,4 @@ def main(quick: bool, out: Path, workdir: Path | None, child: int | None) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

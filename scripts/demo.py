@@ -118,7 +118,11 @@ def run_demo(out: Path, size: DemoSize, workers: int) -> str:
     return (out / "results" / "results.md").read_text()
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Examples:
+  python scripts/demo.py                       # the full demo into demo_out/ (resumes)
+  python scripts/demo.py --quick --out /tmp/demo
+""")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny corpus and 1-2 epochs (a smoke run).")
 @click.option("--workers", type=int, default=0, show_default=True,

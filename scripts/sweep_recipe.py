@@ -32,7 +32,7 @@ import torch
 from benchlib import cores, cpu_name, write_atomic
 
 from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, setup_logging
+from speaker.cli import parse_options, run, setup_logging
 from speaker.recipe import DataPaths
 from speaker.toy import ToyConfig, generate
 from speaker.training import Schedule, scaled_schedule
@@ -162,4 +162,4 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, test_speaker
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,6 +29,9 @@ import click
 from speaker.atomic import atomic_write_text
 from speaker.errors import UserError
 
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+"""click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
+
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
@@ -59,7 +62,7 @@ def run(command: click.Command, user_errors: tuple[type[BaseException], ...] = (
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        command.main(standalone_mode=False)
+        command.main(standalone_mode=False, **CONTEXT_SETTINGS)
     except handled as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

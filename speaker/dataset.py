@@ -27,7 +27,7 @@ from speaker.augment import AugmentConfig, NoiseBank
 from speaker.data import LabelMap, Manifest
 from speaker.errors import UserError
 from speaker.features import fbank
-from speaker.views import draw_view, render_view
+from speaker.views import draw_view, render_view_checked
 
 
 @contextmanager
@@ -79,12 +79,19 @@ class ViewRenderer:
 
     def render(self, utt: int, start: int, seed: int) -> tuple[np.ndarray, int]:
         """-> (augmented crop, class index)."""
+        wave, label, _ = self.render_checked(utt, start, seed)
+        return wave, label
+
+    def render_checked(self, utt: int, start: int, seed: int) -> tuple[np.ndarray, int, int]:
+        """-> (augmented crop, class index, :func:`~speaker.views.crop_checksum` of the raw
+        samples read)."""
         u = self.manifest[utt]
         with one_thread():
-            wave, speed_index = render_view(
+            view = render_view_checked(
                 self.reader, u, int(start), int(seed), self.crop_samples, self.augment, self.bank
             )
-        return wave, self.label_map.index(u.speaker, self.label_map.speeds[speed_index])
+        label = self.label_map.index(u.speaker, self.label_map.speeds[view.speed_index])
+        return view.wave, label, view.crop_checksum
 
     def features(self, wave: np.ndarray, seed: int) -> torch.Tensor:
         """fbank of a rendered crop, dither drawn from the row's seed."""

@@ -25,9 +25,11 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 
 from speaker.errors import UserError
+from store.schema import FeatureInfo
 
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
+NUM_MEL_BINS = 80
 
 
 def num_frames(num_samples: int, sample_rate: int = 16000) -> int:
@@ -43,6 +45,21 @@ def num_frames(num_samples: int, sample_rate: int = 16000) -> int:
     return 0 if num_samples < win else 1 + (num_samples - win) // hop
 
 
+def feature_info(num_samples: int, sample_rate: int = 16000) -> FeatureInfo:
+    """What :func:`fbank` (the students' front-end, default settings) gives for a crop of
+    ``num_samples``: recorded with stored features and compared by stage 2 before it uses
+    them.
+
+    Example::
+
+        >>> feature_info(32000).frames
+        198
+    """
+    return FeatureInfo(frames=num_frames(num_samples, sample_rate), mel_bins=NUM_MEL_BINS,
+                       frame_length_ms=FRAME_LENGTH_MS, frame_shift_ms=FRAME_SHIFT_MS,
+                       dither=1.0, window="hamming", normalization="utterance_mean")
+
+
 def dither_noise(seed: int, num_samples: int) -> np.ndarray:
     """Standard-normal dither noise of a view, from its own stream ``SeedSequence([seed, 1])``."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 1])))
@@ -53,7 +70,7 @@ def fbank(
     wave: np.ndarray | torch.Tensor,
     seed: int | None,
     sample_rate: int = 16000,
-    num_mel_bins: int = 80,
+    num_mel_bins: int = NUM_MEL_BINS,
     dither: float = 1.0,
 ) -> torch.Tensor:
     """Mean-normalised log-mel filterbank ``[frames, num_mel_bins]`` float32 of a 1-D wave.

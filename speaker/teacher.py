@@ -14,8 +14,11 @@ without margin, and optionally to embeddings. Accepted specs:
 A WavLM+ECAPA teacher trained here is an ordinary checkpoint (arch
 ``wavlm_ecapa``) and is fed waveforms because its model says ``input_kind="wave"``.
 
-Non-checkpoint teachers may carry ``input_kind``, ``scale`` and ``margin``
-attributes; otherwise ``fbank``, 32 and 0.2 (the AAM defaults) are assumed.
+A non-checkpoint teacher must declare its logit head as attributes of the module:
+``scale`` (s in ``s * cos``), ``margin_kind`` (``"aam"``, ``"am"`` or ``"none"``) and
+``margin`` (m; not needed for ``"none"``); it is refused otherwise, since KD at another scale
+is KD at another temperature and the margin convention needs the teacher's margin.
+``input_kind`` (``"fbank"`` or ``"wave"``) defaults to ``"fbank"``.
 
 Example::
 
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 
 from speaker.errors import UserError
+from speaker.margin import MARGIN_KINDS, LogitMargin
 from speaker.models.checkpoint import load_checkpoint
 
 
@@ -119,9 +123,12 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
                 input_kind=getattr(loaded.model, "input_kind", "fbank"),
                 scale=float(loaded.head.scale),
                 margin=float(loaded.config.get("schedule", {}).get("margin", loaded.head.margin)),
+                margin_kind=loaded.head.margin_kind,
                 arch=loaded.arch,
                 sha256=loaded.sha256,
                 label_map=loaded.label_map,
+                epoch=_recorded_int((loaded.state or {}).get("epoch")),
+                epochs=_recorded_int(loaded.config.get("epochs")),
             )
         else:
             try:
@@ -151,12 +158,32 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
     return teacher.to(device)
 
 
+DECLARE_HEAD = ("give the module attributes scale (s of s*cos), margin_kind ('aam', 'am' "
+                "or 'none') and margin (m)")
+
+
+def _recorded_int(value: object) -> int | None:
+    """An epoch count a checkpoint records, or None when it records none."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _from_module(module: nn.Module, arch: str, sha256: str) -> Teacher:
+    """A Teacher for a TorchScript or factory module, from the head it declares."""
+    kind = getattr(module, "margin_kind", None)
+    scale = getattr(module, "scale", None)
+    margin = getattr(module, "margin", 0.0 if kind == "none" else None)
+    if kind not in MARGIN_KINDS or scale is None or margin is None:
+        raise UserError(f"teacher {arch}: its logit scale and margin are unknown; {DECLARE_HEAD}")
+    try:
+        LogitMargin(kind, float(margin), float(scale))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"teacher {arch}: {exc}; {DECLARE_HEAD}") from None
     return Teacher(
         module=module,
         input_kind=str(getattr(module, "input_kind", "fbank")),
-        scale=float(getattr(module, "scale", 32.0)),
-        margin=float(getattr(module, "margin", 0.2)),
+        scale=float(scale),
+        margin=float(margin),
+        margin_kind=kind,
         arch=arch,
         sha256=sha256,
     )

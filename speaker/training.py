@@ -197,6 +197,19 @@ def scaled_schedule(epochs: int, optimizer: Literal["sgd", "adamw"] = "sgd",
     )
 
 
+KD_WARMUP_FRACTION = 2 / 15
+"""The paper ramps the KD weight up over 20 of its 150 epochs."""
+
+
+def kd_warmup_epochs(epochs: float) -> float:
+    """Default KD-weight warm-up of a run of ``epochs``: 2/15 of it, at most the paper's 20.
+
+    >>> kd_warmup_epochs(150), kd_warmup_epochs(15), kd_warmup_epochs(300)
+    (20.0, 2.0, 20.0)
+    """
+    return min(20.0, KD_WARMUP_FRACTION * epochs)
+
+
 class SpeakerNet(nn.Module):
     """Embedding model + AAM head as one module, so DDP syncs both."""
 
@@ -208,7 +221,8 @@ class SpeakerNet(nn.Module):
     def forward(
         self, feats: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (embedding, margin logits for CE, scale*cos logits without margin for KD)."""
+        """-> (embedding, margin logits (CE; KD under ``--kd-logits margin``), scale*cos
+        logits without margin (KD under ``--kd-logits cosine``))."""
         emb = self.model(feats)
         return emb, self.head(emb, labels), self.head.cosine_logits(emb)
 

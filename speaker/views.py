@@ -17,6 +17,9 @@ Example::
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torchaudio.functional as AF
@@ -90,6 +93,31 @@ def speed_perturb(wave: np.ndarray, speed: float, sample_rate: int, out_samples:
     return np.pad(wave, (0, out_samples - len(wave)), mode="wrap").astype(np.float32)
 
 
+def crop_checksum(samples: np.ndarray) -> int:
+    """The cache's per-row audio check (``crop_checksum`` column, format version 2).
+
+    crc32 (zlib) of the raw crop exactly as read -- float32 little-endian samples, before
+    speed perturbation and augmentation -- masked to 31 bits, so it fits the store's int32
+    column whose fill value -1 stays invalid. The dump records it and stage 2 recomputes it
+    on every crop it replays: other audio under the same ids is refused, not trained on.
+
+    Example::
+
+        >>> crop_checksum(np.zeros(4, np.float32)) == crop_checksum(np.zeros(4, np.float32))
+        True
+    """
+    return zlib.crc32(np.ascontiguousarray(samples, dtype="<f4")) & 0x7FFF_FFFF
+
+
+@dataclass(frozen=True)
+class RenderedView:
+    """A rendered view: the augmented crop, its speed index and its raw crop's checksum."""
+
+    wave: np.ndarray
+    speed_index: int
+    crop_checksum: int
+
+
 def render_view(
     reader: AudioReader,
     utt: Utterance,
@@ -101,6 +129,27 @@ def render_view(
 ) -> tuple[np.ndarray, int]:
     """Rebuild a view: ``(wave float32[crop_samples], speed_index)``, bit-identical on replay.
 
+    See :func:`render_view_checked` (which also returns the raw crop's checksum).
+
+    Example::
+
+        wave, k = render_view(AudioReader(), utt, 0, 99, 32000, AugmentConfig(), bank)
+    """
+    view = render_view_checked(reader, utt, start, seed, crop_samples, config, bank)
+    return view.wave, view.speed_index
+
+
+def render_view_checked(
+    reader: AudioReader,
+    utt: Utterance,
+    start: int,
+    seed: int,
+    crop_samples: int,
+    config: AugmentConfig,
+    bank: NoiseBank,
+) -> RenderedView:
+    """Rebuild a view with the :func:`crop_checksum` of the samples it read.
+
     Reads ``round(crop_samples * speed)`` samples at ``start`` (moved back just enough to
     stay inside the utterance when a faster speed needs more samples than were drawn for;
     utterances shorter than that are repeat-padded), speed-perturbs to ``crop_samples``,
@@ -108,7 +157,8 @@ def render_view(
 
     Example::
 
-        wave, k = render_view(AudioReader(), utt, 0, 99, 32000, AugmentConfig(), bank)
+        view = render_view_checked(AudioReader(), utt, 0, 99, 32000, AugmentConfig(), bank)
+        view.wave, view.speed_index, view.crop_checksum
     """
     if bank.sample_rate != reader.sample_rate:
         raise UserError(
@@ -122,6 +172,7 @@ def render_view(
     read_len = int(round(crop_samples * speed)) if speed != 1.0 else crop_samples
     start = min(start, max(0, utt.num_samples - read_len))
     wave = reader.read(utt, start, read_len)
+    checksum = crop_checksum(wave)
     if speed != 1.0:
         wave = speed_perturb(wave, speed, reader.sample_rate, crop_samples)
-    return augment(wave, aug_seed, config, bank), speed_index
+    return RenderedView(augment(wave, aug_seed, config, bank), speed_index, checksum)

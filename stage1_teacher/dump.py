@@ -8,6 +8,17 @@ written whole by a background thread. Ranks of a ``torchrun`` job take every
 ``world_size``-th missing shard, so a 2-rank dump equals a 1-rank dump row for row,
 and ``--resume`` recomputes only shards not marked complete.
 
+Each row also records the ``crop_checksum`` of the raw samples its crop read (before
+speed perturbation and augmentation), which stage 2 checks on every crop it replays.
+``--store-features`` also writes each view's student fbank (float16, ~32 KB per 2-s row),
+so stage 2 can train without replaying crops; with it the store's chunks and shards are
+smaller by default (256 and 4096 rows), as a shard is assembled in memory before writing.
+
+The store is locked (``<out>.lock``) while a dump writes it, so a second dump of the same
+``--out`` is refused naming the process that holds it. A dump that fails before finishing
+a single shard removes the store it created; one that fails later says how to continue
+(``--resume``) or clear it.
+
 Float results of a CPU teacher depend (in the last bits) on the number of torch threads
 and on how rows are batched. Batches never cross a shard and ``--threads`` fixes the
 thread count, so a resumed dump (same options) or a torchrun dump with the same
@@ -28,11 +39,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import click
 import numpy as np
@@ -45,6 +58,7 @@ from speaker.cli import run, setup_logging
 from speaker.data import LabelMap, Manifest
 from speaker.dataset import ViewRenderer, check_audio
 from speaker.errors import UserError
+from speaker.features import feature_info
 from speaker.recipe import DataPaths, data_options
 from speaker.teacher import Teacher, load_teacher
 from speaker.training import (
@@ -57,6 +71,7 @@ from speaker.training import (
 from speaker.views import draw_view, row_order
 from stage1_teacher.soft_labels import FP16_MAX, summarize_logits
 from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
+from store.lock import StoreLock
 
 log = logging.getLogger("stage1_teacher.dump")
 
@@ -74,19 +89,28 @@ class DumpConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     chunk_rows: int = 4096
     shard_rows: int = 65536
+    store_features: bool = False
+
+
+#: Chunk and shard rows without / with stored features (a shard of 65,536 2-s rows of
+#: features would be 2 GB in memory; 256-row chunks keep a shuffle buffer at ~32 MB).
+DEFAULT_GEOMETRY = {False: (4096, 65536), True: (256, 4096)}
 
 
 class ViewRows(Dataset):
-    """Row index -> (teacher input, label, utt, start, seed), replayable from the row alone.
+    """Row index -> dict of teacher input ``x``, ``label``, ``utt``, ``start``, ``seed``,
+    ``crop_checksum`` (and the student ``features`` when asked), replayable from the row.
 
     Row ``r`` holds a view of utterance ``row_order(N, run_seed)[r] // views_per_utt``:
     views in a seeded random order, so stored chunks mix speakers.
     """
 
-    def __init__(self, render: ViewRenderer, views_per_utt: int, run_seed: int):
+    def __init__(self, render: ViewRenderer, views_per_utt: int, run_seed: int,
+                 store_features: bool = False):
         self.render = render
         self.views_per_utt = views_per_utt
         self.run_seed = run_seed
+        self.store_features = store_features
         self.order = row_order(len(render.manifest) * views_per_utt, run_seed)
 
     def __len__(self) -> int:
@@ -100,10 +124,18 @@ class ViewRows(Dataset):
         )
         return utt, start, seed
 
-    def __getitem__(self, row: int):
+    def __getitem__(self, row: int) -> dict[str, object]:
         utt, start, seed = self.view(row)
-        x, label = self.render(utt, start, seed)
-        return x, label, utt, start, seed
+        wave, label, checksum = self.render.render_checked(utt, start, seed)
+        # The students' fbank; a fbank teacher's own input is the same tensor.
+        wanted = self.store_features or self.render.input_kind == "fbank"
+        feats = self.render.features(wave, seed) if wanted else None
+        item = {"x": feats if self.render.input_kind == "fbank" else torch.from_numpy(wave),
+                "label": label, "utt": utt, "start": start, "seed": seed,
+                "crop_checksum": checksum}
+        if self.store_features:
+            item["features"] = feats.to(torch.float16)
+        return item
 
 
 def shard_batches(shards: Sequence[tuple[int, int, int]], batch_size: int) -> list[list[int]]:
@@ -173,20 +205,6 @@ class BackgroundWriter:
             raise self.error
 
 
-class DiscardWriter:
-    """Stands in for :class:`BackgroundWriter` and writes nothing (benchmarks: the cost of
-    the loop without the writer)."""
-
-    def __init__(self, writer: StoreWriter):
-        self.busy_s = 0.0
-
-    def put(self, shard: int, block: RowBlock) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def make_spec(
     config: DumpConfig, teacher: Teacher, manifest: Manifest, label_map: LabelMap,
     render: ViewRenderer, bank_hash: str, embedding_dim: int,
@@ -213,7 +231,12 @@ def make_spec(
             num_classes=label_map.num_classes,
             scale=teacher.scale,
             margin=teacher.margin,
+            margin_kind=teacher.margin_kind,
+            epoch=teacher.epoch,
+            epochs=teacher.epochs,
         ),
+        features=feature_info(render.crop_samples, render.sample_rate)
+        if config.store_features else None,
         extra={
             "run_seed": config.seed,
             "views_per_utt": config.views_per_utt,
@@ -261,63 +284,94 @@ def settings_differences(stored: StoreSpec, spec: StoreSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def open_store(out: Path, spec: StoreSpec, resume: bool, ctx: DistContext) -> StoreWriter:
+def open_store(out: Path, spec: StoreSpec, resume: bool,
+               ctx: DistContext) -> tuple[StoreWriter, bool]:
     """Rank 0 creates the store (or, resuming, checks it has these settings); the other
-    ranks then open it."""
+    ranks then open it. -> (writer, whether this call created the store)."""
     if resume and out.exists():
         differing = settings_differences(StoreWriter.open(out).spec, spec)
         if differing:
             raise UserError(
                 f"{out} was dumped with different {', '.join(differing)} than this run; "
-                "resume only with the same settings (and teacher), or choose another --out"
+                f"resume only with the same settings (and teacher), choose another --out, or "
+                f"remove it with `rm -r {out}`"
             )
+    created = False
     if ctx.is_main:
         if out.exists() and not resume:
-            raise UserError(f"{out} exists; pass --resume to continue it or choose another --out")
+            raise UserError(f"{out} exists; pass --resume to continue it, choose another "
+                            f"--out, or remove it with `rm -r {out}`")
         if not out.exists():
             StoreWriter.create(out, spec)
+            created = True
     ctx.barrier()
-    return StoreWriter.open(out, spec)
+    return StoreWriter.open(out, spec), created
+
+
+def leftover_note(out: Path, created: bool, ctx: DistContext) -> str:
+    """After a failed dump: remove a store this run created and never completed a shard
+    of (single process; nothing to keep), else say how to continue or clear it."""
+    try:
+        writer = StoreWriter.open(out)
+    except StoreError:
+        return ""
+    done = int(writer.complete_flags().sum())
+    if created and done == 0 and ctx.world_size == 1:
+        shutil.rmtree(out, ignore_errors=True)
+        return f"; nothing was written ({out} removed)"
+    return (f"; {out} keeps {done} of {writer.num_shards} shards: once fixed, rerun with "
+            f"--resume to finish it (same settings), or remove it with `rm -r {out}`")
 
 
 def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowBlock:
     """Teacher forward on one batch -> the store's columns for its rows."""
-    x, labels, utt, start, seed = batch
-    logits, emb = teacher(x.to(device, non_blocking=True))
+    labels, utt = batch["label"], batch["utt"]
+    logits, emb = teacher(batch["x"].to(device, non_blocking=True))
     bad = ~torch.isfinite(logits).all(dim=1)
     if config.embeddings and emb is not None:
         bad |= ~torch.isfinite(emb).all(dim=1) | (emb.abs() > FP16_MAX).any(dim=1)
     if bad.any():
         rows = utt[bad.cpu()].tolist()[:5]
         what = "logits or embeddings" if config.embeddings else "logits"
-        raise UserError(f"teacher produced NaN/inf {what} (utterance indices {rows}); shards "
-                        "written before stay complete, the rest are not marked complete")
+        raise UserError(f"teacher produced NaN/inf {what} (utterance indices {rows})")
     if logits.abs().max() > FP16_MAX:
         raise UserError(f"teacher logits exceed the float16 range ({FP16_MAX}); rescale them")
     soft = summarize_logits(logits, labels.to(device), config.topk, config.temperatures)
     return RowBlock(
         utt=utt.numpy().astype(np.int32),
-        start=start.numpy().astype(np.int64),
-        seed=seed.numpy().astype(np.uint64),
+        start=batch["start"].numpy().astype(np.int64),
+        seed=batch["seed"].numpy().astype(np.uint64),
         label=labels.numpy().astype(np.int32),
         target_logit=soft.target_logit,
         topk_index=soft.topk_index,
         topk_logit=soft.topk_logit.astype(np.float16),
         tail_lse=soft.tail_lse,
         embedding=emb.cpu().numpy().astype(np.float16) if config.embeddings else None,
+        crop_checksum=batch["crop_checksum"].numpy().astype(np.int32),
+        features=batch["features"].numpy() if config.store_features else None,
     )
+
+
+class ShardSink(Protocol):
+    """What takes whole shards from the dump loop (:class:`BackgroundWriter`; a benchmark
+    may pass one that writes nothing)."""
+
+    busy_s: float
+
+    def put(self, shard: int, block: RowBlock) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, resume: bool,
          batch_size: int, workers: int, threads: int = 0,
-         background_writer: Callable[[StoreWriter], BackgroundWriter | DiscardWriter]
-         = BackgroundWriter) -> dict[str, float]:
+         background_writer: Callable[[StoreWriter], ShardSink] = BackgroundWriter,
+         ) -> dict[str, float]:
     """Write (or complete) the cache at ``out``; returns timing counters of this rank.
 
     ``threads``: torch threads for the teacher (0: auto, see
     :func:`speaker.training.intra_op_threads`; the previous setting is restored on
-    return). ``background_writer``: what takes whole shards (:class:`DiscardWriter`
-    measures the loop without writing).
+    return). ``background_writer``: what takes whole shards.
     """
     ctx = init_distributed()
     previous_threads = torch.get_num_threads()
@@ -331,9 +385,13 @@ def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, r
 
 def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
           resume: bool, batch_size: int, workers: int,
-          background_writer: Callable[[StoreWriter], BackgroundWriter | DiscardWriter],
-          ) -> dict[str, float]:
+          background_writer: Callable[[StoreWriter], ShardSink]) -> dict[str, float]:
     teacher = load_teacher(teacher_spec, ctx.device)
+    if teacher.epoch is not None and teacher.epochs is not None and teacher.epoch < teacher.epochs:
+        log.warning("teacher %s stopped after epoch %d of %d: its soft labels are those of an "
+                    "unfinished model (recorded in the cache as teacher epoch/epochs); finish "
+                    "it with stage1_teacher.train --resume first unless that is meant",
+                    teacher_spec, teacher.epoch, teacher.epochs)
     manifest = data.train_manifest()
     label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
     sample_rate = manifest[0].sample_rate
@@ -344,13 +402,43 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
         manifest, label_map, int(round(config.crop_seconds * sample_rate)), config.augment, bank,
         sample_rate=sample_rate, input_kind=teacher.input_kind,
     )
-    rows = ViewRows(render, config.views_per_utt, config.seed)
-    embedding_dim = check_teacher(teacher, label_map, rows[0][0].unsqueeze(0).to(ctx.device))
+    rows = ViewRows(render, config.views_per_utt, config.seed, config.store_features)
+    embedding_dim = check_teacher(teacher, label_map, rows[0]["x"].unsqueeze(0).to(ctx.device))
     if config.embeddings and embedding_dim == 0:
         raise UserError("--embeddings asked for, but the teacher returns no embeddings")
+    if config.topk > label_map.num_classes - 1:
+        log.warning("--topk %d exceeds the %d non-target classes of this %d-class teacher: "
+                    "keeping all of them (k=%d), which the cache stores exactly",
+                    config.topk, label_map.num_classes - 1, label_map.num_classes,
+                    label_map.num_classes - 1)
+        config = dataclasses.replace(config, topk=label_map.num_classes - 1)
     spec = make_spec(config, teacher, manifest, label_map, render, bank.content_hash(),
                      embedding_dim if config.embeddings else 0)
-    writer = open_store(out, spec, resume, ctx)
+    if ctx.is_main:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    lock = StoreLock.acquire(out) if ctx.is_main else None
+    writer = None
+    try:
+        writer, created = open_store(out, spec, resume, ctx)
+        return _write_rows(ctx, writer, rows, config, teacher, batch_size, workers,
+                           background_writer)
+    except (UserError, StoreError) as exc:
+        # Only a failure while writing leaves a store to explain; open_store's own
+        # refusals already say what to do.
+        note = leftover_note(out, created, ctx) if writer is not None else ""
+        if not note:
+            raise
+        kind = UserError if isinstance(exc, UserError) else StoreError
+        raise kind(f"{exc}{note}") from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: DumpConfig,
+                teacher: Teacher, batch_size: int, workers: int,
+                background_writer: Callable[[StoreWriter], ShardSink]) -> dict[str, float]:
+    """Compute and write this rank's missing shards; -> timing counters."""
     mine = [(s, *writer.shard_rows_range(s))
             for s in writer.missing_shards(ctx.rank, ctx.world_size)]
     total = sum(stop - start for _, start, stop in mine)
@@ -398,21 +486,28 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
 @click.option("--aug-prob", type=float, default=0.6, help="Probability of noise/reverb per view.")
 @click.option("--speeds", default="1.0", help="Speed-perturbation factors, e.g. 1.0,0.9,1.1.")
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store teacher embeddings.")
+@click.option("--store-features", is_flag=True,
+              help="Also store each view's student fbank (float16, ~32 KB per 2-s row): "
+                   "stage 2 then trains without replaying crops. For many students on a "
+                   "corpus whose features fit on disk; not for VoxCeleb on a small disk.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64)
 @click.option("--workers", type=click.IntRange(min=0), default=1,
               help="DataLoader workers preparing crops.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="Torch threads of the teacher (0: the CPU cores the workers leave free, "
                    "or OMP_NUM_THREADS when set). Bit-identical resumes need the same value.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=4096)
-@click.option("--shard-rows", type=click.IntRange(min=1), default=65536)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
+              help="Rows per chunk [default: 4096; 256 with --store-features].")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=None,
+              help="Rows per shard, the unit of writing and resume [default: 65536; 4096 "
+                   "with --store-features].")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Run seed: every row's view derives from it.")
 @click.option("--resume", is_flag=True, help="Complete an interrupted dump at --out.")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds: str,
         batch_size: int, workers: int, threads: int, resume: bool, verbose: bool,
-        **opts) -> None:
+        chunk_rows: int | None, shard_rows: int | None, **opts) -> None:
     """Run TEACHER once over augmented training crops and write the logit cache.
 
     \b
@@ -422,10 +517,14 @@ def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds
       torchrun --nproc_per_node 2 -m stage1_teacher.dump --teacher exp/teacher/model.pt \\
           --data toy --out exp/logits.zarr --threads 1
       python -m stage1_teacher.dump --teacher mypkg.teachers:wavlm_ecapa --data toy --out w.zarr
+      python -m stage1_teacher.dump ... --store-features --out exp/logits.zarr  # no replay
     """
     setup_logging(verbose)
     data = DataPaths.from_options(opts)
+    default_chunk, default_shard = DEFAULT_GEOMETRY[opts["store_features"]]
     config = DumpConfig(
+        chunk_rows=default_chunk if chunk_rows is None else chunk_rows,
+        shard_rows=default_shard if shard_rows is None else shard_rows,
         temperatures=_floats(temperatures, "--temperatures"),
         augment=AugmentConfig(aug_prob=aug_prob, speeds=_floats(speeds, "--speeds")),
         **opts,

@@ -3,8 +3,10 @@
 For each row: the target logit, the top-k non-target classes sorted by logit and
 their logits, and ``tail_lse[:, j] = logsumexp(z_i / T_j)`` over the non-targets
 that are not in the top-k (``-inf`` when nothing is left). With these, the
-teacher's target probability at any grid temperature is exact, and its non-target
-distribution is exact on the k kept classes plus one tail bucket (docs/ARCHITECTURE.md).
+teacher's target probability at any grid temperature, and its non-target distribution on
+the k kept classes plus one tail bucket, are exact up to the float16 rounding the store
+applies to the top-k logits (|error| <= 2^-11 |z|, see store/FORMAT.md); what merging the
+rest into one bucket loses is measured in docs/topk_coverage.md.
 
 Example::
 

@@ -5,8 +5,10 @@ store's augmentation config, the teacher is run again, and each cached array is
 compared with the fresh values *at the cached top-k indices*, so ties that fp16
 rounding may reorder do not count as differences; ``topk_order`` is how far the best
 fresh non-target logit *outside* the cached top-k rises above the smallest one inside
-(0 when the cached classes are the teacher's top k). Exit status 1 when any of these is
-off by more than fp16 tolerance (``|d| <= atol + rtol * |x|``).
+(0 when the cached classes are the teacher's top k). Stored student features are
+compared with the replayed fbank, and each crop's raw samples with the row's
+``crop_checksum``. Exit status 1 when any value is off by more than fp16 tolerance
+(``|d| <= atol + rtol * |x|``) or any crop read other audio than the dump did.
 
 Example::
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -37,11 +40,41 @@ log = logging.getLogger("stage1_teacher.verify")
 RTOL = 2e-3  # two fp16 half-ulps: values are rounded once on write, once more if replayed on GPU
 ATOL = 2e-3
 
+#: What each compared column measures, as verify prints it.
+MEASURES = {
+    "target_logit": "teacher logit of the true class",
+    "topk_logit": "kept non-target logits, at the cached classes",
+    "topk_order": "rise of the best non-kept logit above the smallest kept one",
+    "tail_lse": "log-sum-exp of the non-kept logits, per temperature",
+    "embedding": "teacher embedding",
+    "features": "stored student fbank vs the replayed one",
+}
+
+
+@dataclass
+class Replay:
+    """What replaying sampled rows found: per compared column, the largest absolute
+    difference and the worst ``|d| / (atol + rtol |x|)`` (passes at <= 1); the crops whose
+    raw samples differ from the dump's (by ``crop_checksum``)."""
+
+    rows: int = 0
+    max_diff: dict[str, float] = field(default_factory=dict)
+    ratio: dict[str, float] = field(default_factory=dict)
+    checksummed: int = 0  # rows with a crop checksum to compare (0 for version-1 stores)
+    other_audio: list[str] = field(default_factory=list)  # utterance ids
+
+    @property
+    def passed(self) -> bool:
+        return max(self.ratio.values(), default=0.0) <= 1.0 and not self.other_audio
+
+    def add(self, name: str, diff: np.ndarray, ratio: np.ndarray) -> None:
+        self.max_diff[name] = max(self.max_diff.get(name, 0.0), float(diff.max(initial=0.0)))
+        self.ratio[name] = max(self.ratio.get(name, 0.0), float(ratio.max(initial=0.0)))
+
 
 def replay_differences(store: Path, teacher_spec: str, data: DataPaths, rows: int, seed: int,
-                       batch_size: int = 32) -> dict[str, float]:
-    """Max abs difference per cached array over ``rows`` sampled rows, and the worst
-    tolerance ratio ``|d| / (atol + rtol |x|)`` under key ``"ratio"``."""
+                       batch_size: int = 32) -> Replay:
+    """Replay ``rows`` sampled rows of ``store`` through the teacher (see the module doc)."""
     manifest = data.train_manifest()
     reader = StoreReader.open(store, manifest_hash=manifest.content_hash())
     spec = reader.spec
@@ -59,30 +92,42 @@ def replay_differences(store: Path, teacher_spec: str, data: DataPaths, rows: in
                     store, teacher.sha256[:12], spec.teacher.checkpoint_sha256[:12])
     sample = np.sort(np.random.default_rng(seed).choice(len(reader), min(rows, len(reader)),
                                                         replace=False))
-    worst: dict[str, float] = {"ratio": 0.0}
+    stored_features = spec.features is not None
+    found = Replay()
     for begin in range(0, len(sample), batch_size):
-        block = reader.take(sample[begin:begin + batch_size])
-        inputs = [render(u, s, d) for u, s, d in zip(block.utt, block.start, block.seed,
-                                                      strict=True)]
-        labels = np.array([label for _, label in inputs])
+        block = reader.take(sample[begin:begin + batch_size], features=stored_features)
+        crops = [render.render_checked(u, s, d) for u, s, d in
+                 zip(block.utt, block.start, block.seed, strict=True)]
+        labels = np.array([label for _, label, _ in crops])
         if not np.array_equal(labels, block.label):
             raise UserError(f"{store}: replayed labels differ from the cached ones")
-        logits, emb = teacher(torch.stack([x for x, _ in inputs]))
+        if block.crop_checksum is not None:
+            found.checksummed += len(block)
+            found.other_audio += [manifest[int(u)].id for u, (_, _, got), want in
+                                  zip(block.utt, crops, block.crop_checksum, strict=True)
+                                  if got != want]
+        fbanks = [render.features(wave, int(d)) for (wave, _, _), d in
+                  zip(crops, block.seed, strict=True)] \
+            if stored_features or render.input_kind == "fbank" else []
+        inputs = fbanks if render.input_kind == "fbank" else \
+            [torch.from_numpy(wave) for wave, _, _ in crops]
+        logits, emb = teacher(torch.stack(inputs))
         if logits.shape[1] != spec.num_classes:
             raise UserError(f"teacher {teacher_spec} gives {logits.shape[1]} classes but "
                             f"{store} holds logits over {spec.num_classes}")
         fresh = _fresh_columns(logits.numpy(), block, spec.temperatures)
         if block.embedding is not None and emb is not None:
             fresh["embedding"] = (emb.numpy(), block.embedding.astype(np.float32))
+        if stored_features:
+            fresh["features"] = (torch.stack(fbanks).numpy(), block.features.astype(np.float32))
         for name, (new, old) in fresh.items():
             with np.errstate(invalid="ignore"):  # inf - inf where both tails are empty
                 diff = np.abs(new - old)
             finite = np.isfinite(old)
             diff = np.where(finite, diff, np.where(new == old, 0.0, np.inf))
-            worst[name] = max(worst.get(name, 0.0), float(diff.max(initial=0.0)))
-            ratio = diff / (ATOL + RTOL * np.abs(np.where(finite, old, 0.0)))
-            worst["ratio"] = max(worst["ratio"], float(ratio.max(initial=0.0)))
-    return worst
+            found.add(name, diff, diff / (ATOL + RTOL * np.abs(np.where(finite, old, 0.0))))
+        found.rows += len(block)
+    return found
 
 
 def _fresh_columns(logits: np.ndarray, block, temperatures) -> dict[str, tuple]:
@@ -132,14 +177,43 @@ def cli(store: Path, teacher_spec: str, rows: int, seed: int, verbose: bool, **o
           --data toy --rows 256
     """
     setup_logging(verbose)
-    worst = replay_differences(store, teacher_spec, DataPaths.from_options(opts), rows, seed)
-    for name, value in worst.items():
-        click.echo(f"{name:>14s}  {value:.3g}")
-    if worst["ratio"] > 1.0:
-        click.echo(f"error: {store}: cached values differ from the teacher's beyond fp16 "
-                   f"tolerance (worst {worst['ratio']:.3g}x)", err=True)
+    found = replay_differences(store, teacher_spec, DataPaths.from_options(opts), rows, seed)
+    for line in report_lines(found):
+        click.echo(line)
+    if found.other_audio:
+        shown = ", ".join(repr(u) for u in dict.fromkeys(found.other_audio[:3]))
+        click.echo(f"error: {store}: {len(found.other_audio)} replayed crop(s) read other "
+                   f"audio than the dump did (utterances {shown}): the corpus changed since "
+                   f"the dump; restore it or re-dump the cache", err=True)
         sys.exit(1)
-    click.echo(f"ok: {rows} rows replay within fp16 tolerance")
+    if not found.passed:
+        worst = max(found.ratio, key=found.ratio.get)
+        click.echo(f"error: {store}: cached values differ from the teacher's beyond fp16 "
+                   f"tolerance (worst: {worst}, {found.ratio[worst]:.3g}x the tolerance)",
+                   err=True)
+        sys.exit(1)
+    click.echo(f"ok: {found.rows} rows replay within fp16 tolerance")
+
+
+def report_lines(found: Replay) -> list[str]:
+    """What was measured, the value, and whether it passes, one line per check."""
+    lines = [f"replayed {found.rows} sampled rows through the teacher; each cached value is "
+             f"compared with the fresh one and passes when |cached - fresh| <= {ATOL:g} + "
+             f"{RTOL:g} |cached| (fp16 tolerance)"]
+    for name, measure in MEASURES.items():
+        if name in found.ratio:
+            ratio = found.ratio[name]
+            lines.append(f"  {name:<13s} max |diff| {found.max_diff[name]:<9.3g} "
+                         f"= {ratio:.3g}x tolerance  {'pass' if ratio <= 1 else 'FAIL'}  "
+                         f"({measure})")
+    if found.checksummed:
+        same = found.checksummed - len(found.other_audio)
+        lines.append(f"  {'crop_checksum':<13s} {same} of {found.checksummed} crops read the "
+                     f"audio the cache was dumped from  {'pass' if same == found.checksummed else 'FAIL'}")
+    else:
+        lines.append(f"  {'crop_checksum':<13s} not recorded (version-1 store): the audio "
+                     "cannot be checked")
+    return lines
 
 
 def main() -> None:

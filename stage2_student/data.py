@@ -10,6 +10,13 @@ batch rebuilds every row's augmented crop from ``(utt, start, seed)``, computes 
 probabilities with the Numba kernel — on the loader side, so the trainer only sees ready
 tensors.
 
+Every replayed crop's raw samples are checked against the ``crop_checksum`` the dump
+recorded (format version 2), so audio that changed under the same ids is refused, naming
+the utterance, instead of trained on with another crop's soft labels. A cache dumped with
+``--store-features`` is read instead of replayed (the same rows and batches; inputs
+rounded to float16); it reads no training audio at all, so its inputs are the ones the
+teacher saw whatever happened to the corpus since.
+
 Example::
 
     views = CachedViews(CacheRequest("logits.zarr", topk=16, temperature=1.0), render, 64)
@@ -19,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +37,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from speaker.data import Manifest
 from speaker.dataset import ViewRenderer
 from speaker.errors import UserError
+from speaker.features import feature_info
+from speaker.margin import LogitMargin
 from stage2_student.kernels import TeacherBuckets, teacher_probs
 from store import RowBlock, StoreReader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,9 @@ class CacheRequest:
     path: Path
     topk: int | None = None  # k' (None: the store's k)
     temperature: float = 1.0
-    teacher_margin: bool = False  # apply the AAM margin to the cached target logit
+    # The teacher head's margin, put on the cached target logit by the kernel (the
+    # --kd-logits margin convention); None: the cached ``scale * cos`` as it is.
+    teacher_margin: LogitMargin | None = None
 
 
 @dataclass
@@ -68,7 +82,13 @@ def open_cache(request: CacheRequest, manifest: Manifest) -> tuple[StoreReader, 
 
 
 class CachedViews(IterableDataset):
-    """Batches of replayed crops + teacher buckets for one epoch (call ``set_epoch``)."""
+    """Batches of replayed crops (or stored features) + teacher buckets for one epoch (call
+    ``set_epoch``).
+
+    ``features``: None (default) reads the cache's stored features when it has them, in
+    the students' fbank settings, and no waveforms are wanted (``keep_waves``); False
+    always replays; True refuses a cache without usable stored features.
+    """
 
     def __init__(
         self,
@@ -80,6 +100,7 @@ class CachedViews(IterableDataset):
         world_size: int = 1,
         keep_waves: bool = False,
         buckets: bool = True,
+        features: bool | None = None,
     ):
         self.request = request
         self.render = render
@@ -93,11 +114,34 @@ class CachedViews(IterableDataset):
         # The reader travels to DataLoader workers as its path and reopens there.
         self.reader, self.k_prime, self.t_index = open_cache(request, render.manifest)
         self.spec = self.reader.spec
+        self.use_features = self._choose_features(features)
+        if not self.use_features and not self.spec.has_crop_checksum:
+            log.warning("%s is a version-1 cache: it records no crop checksums, so replayed "
+                        "audio cannot be checked against the audio it was dumped from",
+                        request.path)
         if buckets:
             # Compile (or load from Numba's disk cache) the kernel here, once: DataLoader
             # workers are forked anew every epoch and would each pay ~0.2 s for it.
             self._buckets(np.zeros(1, np.float32), np.zeros((1, self.spec.k), np.float16),
                           np.zeros(1, np.float32))
+
+    def _choose_features(self, wanted: bool | None) -> bool:
+        stored = self.spec.features
+        if wanted is False or (stored is None and wanted is None):
+            return False
+        if stored is None:
+            raise UserError(f"{self.request.path} holds no stored features (dump it with "
+                            "--store-features), so its crops must be replayed")
+        ours = feature_info(self.render.crop_samples, self.render.sample_rate)
+        differing = stored.differences(ours)
+        why = ("the stored features differ from the students' fbank "
+               f"({'; '.join(differing)})" if differing
+               else "the live teacher needs the waveforms" if self.keep_waves else "")
+        if why and wanted:
+            raise UserError(f"{self.request.path}: cannot train from stored features: {why}")
+        if why:
+            log.info("%s: replaying crops: %s", self.request.path, why)
+        return not why
 
     def batches_per_epoch(self, num_workers: int = 1) -> int:
         """Full batches every rank yields in any epoch (the minimum over ranks, so DDP
@@ -121,18 +165,30 @@ class CachedViews(IterableDataset):
         # row costs microseconds, rendering it milliseconds) and renders its share.
         blocks = self.reader.iter_blocks(self.epoch, self.seed, rank=self.rank,
                                          world_size=self.world_size,
-                                         block_rows=self.batch_size)
+                                         block_rows=self.batch_size,
+                                         features=self.use_features)
         for index, rows in enumerate(blocks):
             if len(rows) < self.batch_size:
                 return  # only the last block is short
             if index % workers == worker:
                 yield self._batch(rows)
 
-    def _batch(self, rows: RowBlock) -> StudentBatch:
-        waves, feats, labels = [], [], []
-        for utt, start, seed, cached in zip(rows.utt, rows.start, rows.seed, rows.label,
-                                            strict=True):
-            wave, label = self.render.render(int(utt), int(start), int(seed))
+    def _replay(self, rows: RowBlock) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Re-render every row's crop, checking its label and raw-crop checksum; ->
+        (fbank [B, frames, 80], waves)."""
+        checksums = rows.crop_checksum if rows.crop_checksum is not None \
+            else np.full(len(rows), -1)
+        waves, feats = [], []
+        for utt, start, seed, cached, checksum in zip(rows.utt, rows.start, rows.seed,
+                                                      rows.label, checksums, strict=True):
+            wave, label, got = self.render.render_checked(int(utt), int(start), int(seed))
+            if checksum >= 0 and got != checksum:
+                u = self.render.manifest[int(utt)]
+                raise UserError(
+                    f"{self.request.path}: the audio of utterance {u.id!r} ({u.path}) is not "
+                    f"the audio the cache was dumped from (crop at sample {start}: checksum "
+                    f"{got}, cache says {checksum}); restore the corpus or re-dump the cache"
+                )
             if label != cached:
                 raise UserError(
                     f"{self.request.path}: replayed row (utt {utt}, seed {seed}) has label "
@@ -140,12 +196,18 @@ class CachedViews(IterableDataset):
                 )
             waves.append(wave)
             feats.append(self.render.features(wave, int(seed)))
-            labels.append(label)
+        return torch.stack(feats), waves
+
+    def _batch(self, rows: RowBlock) -> StudentBatch:
+        if self.use_features:
+            feats, waves = torch.from_numpy(rows.features.astype(np.float32)), []
+        else:
+            feats, waves = self._replay(rows)
         buckets = None if not self.buckets else self._buckets(
             rows.target_logit, rows.topk_logit, rows.tail_lse[:, self.t_index])
         return StudentBatch(
-            feats=torch.stack(feats),
-            labels=torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+            feats=feats,
+            labels=torch.from_numpy(rows.label.astype(np.int64)),
             topk_index=torch.from_numpy(rows.topk_index[:, : self.k_prime].astype(np.int64)),
             teacher=buckets,
             teacher_emb=None if rows.embedding is None
@@ -157,15 +219,13 @@ class CachedViews(IterableDataset):
 
     def _buckets(self, target_logit: np.ndarray, topk_logit: np.ndarray,
                  tail_lse: np.ndarray) -> TeacherBuckets:
-        teacher = self.spec.teacher
         return teacher_probs(
             target_logit,
             topk_logit,
             np.ascontiguousarray(tail_lse),
             self.k_prime,
             self.request.temperature,
-            scale=teacher.scale if self.request.teacher_margin else None,
-            margin=teacher.margin if self.request.teacher_margin else 0.0,
+            margin=self.request.teacher_margin,
             # One batch is one parallel task anyway (the kernel splits 512-row chunks), and
             # a parallel call starts Numba's OpenMP team, whose threads then keep competing
             # with torch: measured 2 ms -> 114 ms per fbank for the rest of the process.

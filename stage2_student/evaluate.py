@@ -70,7 +70,13 @@ def _named_paths(pairs: tuple[str, ...]) -> dict[str, Path]:
     return models
 
 
-@click.command()
+@click.command(epilog="""\b
+Examples:
+  python -m stage2_student.evaluate --data toy --out exp/eval \\
+      --model teacher=exp/teacher/model.pt --model xvector-dkd=exp/xvector-dkd/model.pt
+  python -m stage2_student.evaluate --test vox1/manifest.jsonl --trials vox1/veri_test2.txt \\
+      --out exp/eval --model exp/r34-dkd/model.pt --model exp/xv-dkd/model.pt  # NAME: its dir
+""")
 @data_options
 @click.option("--model", "model_specs", multiple=True, required=True,
               help="NAME=checkpoint.pt (repeatable); NAME defaults to the parent directory.")

@@ -14,6 +14,15 @@ with ``L_tail' = logaddexp(tail_lse, logsumexp(z_{k'+1..k} / T))`` (entries past
 folded into the tail). ``1 - p_t`` is the sum of the non-target buckets, never ``1 - p``,
 so it keeps full relative precision when ``p_t`` is close to 1.
 
+Precision: the kernel's own error is float32 rounding (about 1e-7 relative; tested to 1e-6
+absolute against a float64 reference). The cache's float16 top-k logits are not the
+teacher's: each is off by up to 2^-11 |z| (0.016 at |z| = 32), so every log-probability
+here is off by up to 2^-10 max|z| / T against the teacher's full logits (see
+tests/stage2_student/test_kd_logits.py for the bound this gives on a loss).
+
+With ``margin`` (the ``--kd-logits margin`` convention) the target logit first gets the
+teacher head's margin, by the formula in :mod:`speaker.margin`.
+
 How the kernel stays stable without a single ``log``: per row it takes
 ``M = max(z_1/T .. z_k/T, tail_lse)`` and ``m = max(z_t/T, M)``, forms
 ``e_j = exp(z_j/T - M)`` (all <= 1, the largest is 1, so the non-target normaliser is
@@ -47,12 +56,16 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["TeacherBuckets", "teacher_probs", "teacher_probs_numpy", "apply_margin"]
+from speaker.margin import LogitMargin, target_cos
+
+__all__ = ["TeacherBuckets", "teacher_probs", "TriageBuckets", "triage_probs", "DualGroupBuckets",
+           "dual_group_probs"]
 
 # Fast-math flags that are safe here: reassociation lets LLVM vectorise the sums,
 # 'arcp'/'contract' allow reciprocal-multiply and FMA. 'ninf' (and 'nnan', 'afn') are
 # deliberately absent: an empty tail is a real -inf and exp(-inf) must stay exactly 0.
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+_NO_MARGIN = LogitMargin("none", 0.0, 1.0).constants()[0]
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,7 @@ def _int_bits_to_f32(typingctx, bits):
 
 
 _EXP_MIN = np.float32(-87.33654)  # log(smallest normal float32)
+_F32_TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @njit(fastmath=_FASTMATH, cache=True)
@@ -187,8 +201,7 @@ def _from_order_key_overload(key, like):
 
 
 @njit(cache=True, fastmath=_FASTMATH, nogil=True)
-def _rows(lo, hi, target, topk, tail, k_prime, inv_t, scale, margin_on, cos_m, sin_m, th, mm,
-          binary, nontarget, full):
+def _rows(lo, hi, target, topk, tail, k_prime, inv_t, scale, margin, binary, nontarget, full):
     """Rows lo..hi-1 of the outputs; ``topk`` is float32, or float16 bits as uint16.
 
     Exponent arguments are formed in float64 (z/T is then exact for any T even at
@@ -214,12 +227,11 @@ def _rows(lo, hi, target, topk, tail, k_prime, inv_t, scale, margin_on, cos_m, s
         for j in range(k_prime, k):
             e_tail += _exp_nonpos(np.float32(_as_f32(topk[i, j]) * inv_t - big))
         s_nt = s_kept + e_tail  # >= 1: the maximal bucket contributes exp(0)
-        # Target, optionally with the additive angular margin (wespeaker's ArcMarginProduct).
+        # Target, with the teacher head's margin when the KD convention asks for it
+        # (``margin`` is LogitMargin.constants(); code 2 = no margin).
         zt = np.float64(target[i])
-        if margin_on:
-            c = min(max(zt / scale, -1.0), 1.0)
-            s = math.sqrt(max(1.0 - c * c, 0.0))
-            zt = scale * (c * cos_m - s * sin_m if c > th else c - mm)
+        if margin[0] != _NO_MARGIN:
+            zt = scale * target_cos(zt / scale, *margin)
         ut = zt * inv_t
         top = max(ut, big)
         e_t = _exp_nonpos(np.float32(ut - top))
@@ -244,12 +256,11 @@ _CHUNK = 512  # rows per parallel task: amortises the call, keeps outputs in sep
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _rows_parallel(target, topk, tail, k_prime, inv_t, scale, margin_on, cos_m, sin_m, th, mm,
-                   binary, nontarget, full):
+def _rows_parallel(target, topk, tail, k_prime, inv_t, scale, margin, binary, nontarget, full):
     n = topk.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         _rows(c * _CHUNK, min(n, (c + 1) * _CHUNK), target, topk, tail, k_prime, inv_t, scale,
-              margin_on, cos_m, sin_m, th, mm, binary, nontarget, full)
+              margin, binary, nontarget, full)
 
 
 # The process that imported this module. Numba's default threading layer here is GNU
@@ -264,28 +275,7 @@ def _use_threads(parallel: bool | None) -> bool:
     return os.getpid() == _IMPORT_PID if parallel is None else parallel
 
 
-def _margin_constants(margin: float) -> tuple[float, float, float, float]:
-    """cos m, sin m and wespeaker's fallback (th, mm) for theta + m > pi."""
-    return (math.cos(margin), math.sin(margin), math.cos(math.pi - margin),
-            math.sin(math.pi - margin) * margin)
-
-
-def apply_margin(target_logit: np.ndarray, scale: float, margin: float) -> np.ndarray:
-    """``s * cos(acos(z/s) + m)`` as wespeaker computes it (float64 out).
-
-    Where ``theta + m > pi`` the monotone fallback ``s * (cos(theta) - sin(pi - m) * m)``
-    is used, exactly like ``ArcMarginProduct`` (easy_margin=False).
-
-    >>> apply_margin(np.array([32.0]), 32.0, 0.2).round(3)
-    array([31.362])
-    """
-    cos_m, sin_m, th, mm = _margin_constants(margin)
-    c = np.clip(np.asarray(target_logit, np.float64) / scale, -1.0, 1.0)
-    s = np.sqrt(np.maximum(1.0 - c * c, 0.0))
-    return scale * np.where(c > th, c * cos_m - s * sin_m, c - mm)
-
-
-def _check_inputs(target_logit, topk_logit, tail_lse, k_prime, temperature, scale, margin):
+def _check_inputs(target_logit, topk_logit, tail_lse, k_prime, temperature):
     topk_logit = np.asarray(topk_logit)
     if topk_logit.ndim != 2:
         raise ValueError(f"topk_logit must be 2-D [B, k], got shape {topk_logit.shape}")
@@ -308,11 +298,6 @@ def _check_inputs(target_logit, topk_logit, tail_lse, k_prime, temperature, scal
         raise ValueError(f"k_prime={k_prime} must be in [0, k={k}] (the cache keeps k={k})")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-    if margin != 0.0:
-        if scale is None or not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"margin={margin} needs the teacher's logit scale > 0, got scale={scale}")
-        if not 0.0 <= margin < math.pi / 2:
-            raise ValueError(f"margin must be in [0, pi/2) radians, got {margin}")
     return target_logit, np.ascontiguousarray(topk_logit), tail_lse, int(k_prime)
 
 
@@ -332,8 +317,7 @@ def teacher_probs(
     tail_lse: np.ndarray,
     k_prime: int,
     temperature: float,
-    scale: float | None = None,
-    margin: float = 0.0,
+    margin: LogitMargin | None = None,
     out: TeacherBuckets | None = None,
     parallel: bool | None = None,
 ) -> TeacherBuckets:
@@ -347,7 +331,8 @@ def teacher_probs(
             temperature (``-inf`` for an empty tail, i.e. k = C - 1).
         k_prime: speakers kept, 0 <= k' <= k; entries k'..k-1 are folded into the tail.
         temperature: T > 0, must match the tail_lse column.
-        scale, margin: apply the AAM margin ``s*cos(acos(z_t/s) + m)`` to the target first.
+        margin: the teacher head's margin (kind, m, scale), applied to the target logit
+            first (``--kd-logits margin``); None: the cached ``scale * cos`` as it is.
         out: optional preallocated outputs (``TeacherBuckets.empty(B, k')``) to reuse.
         parallel: split rows over ``numba.get_num_threads()`` threads. None (default):
             yes in the process that imported this module, no in processes forked from it
@@ -365,7 +350,7 @@ def teacher_probs(
                                 block.tail_lse[:, reader.temperature_index(2.0)], 32, 2.0)
     """
     target_logit, topk_logit, tail_lse, k_prime = _check_inputs(
-        target_logit, topk_logit, tail_lse, k_prime, temperature, scale, margin)
+        target_logit, topk_logit, tail_lse, k_prime, temperature)
     n = topk_logit.shape[0]
     if out is None:
         out = TeacherBuckets.empty(n, k_prime)
@@ -373,11 +358,11 @@ def teacher_probs(
         _check_out(out, n, k_prime)
     if n == 0:
         return out
-    cos_m, sin_m, th, mm = _margin_constants(margin)
+    margin = LogitMargin("none", 0.0, 1.0) if margin is None else margin
     # Numba has no CPU float16: pass the bits, the kernel widens them with F16C.
     topk = topk_logit.view(np.uint16) if topk_logit.dtype == np.float16 else topk_logit
-    args = (target_logit, topk, tail_lse, k_prime, 1.0 / float(temperature), float(scale or 0.0),
-            margin != 0.0, cos_m, sin_m, th, mm, out.binary, out.nontarget, out.full)
+    args = (target_logit, topk, tail_lse, k_prime, 1.0 / float(temperature), float(margin.scale),
+            margin.constants(), out.binary, out.nontarget, out.full)
     if _use_threads(parallel):
         _rows_parallel(*args)
     else:
@@ -385,52 +370,10 @@ def teacher_probs(
     return out
 
 
-def teacher_probs_numpy(
-    target_logit: np.ndarray,
-    topk_logit: np.ndarray,
-    tail_lse: np.ndarray,
-    k_prime: int,
-    temperature: float,
-    scale: float | None = None,
-    margin: float = 0.0,
-) -> TeacherBuckets:
-    """The same math as :func:`teacher_probs`, vectorised with numpy (benchmark baseline).
-
-    Whole-array operations in float32, the way one would write it without a compiler:
-    several passes over [B, k] temporaries instead of one pass per row. (z/T in float32 is
-    exact only for power-of-two T at extreme logits; the kernel forms it in float64.)
-    """
-    target_logit, topk_logit, tail_lse, k_prime = _check_inputs(
-        target_logit, topk_logit, tail_lse, k_prime, temperature, scale, margin)
-    inv_t = np.float32(1.0 / temperature)
-    u = topk_logit.astype(np.float32) * inv_t
-    big = np.maximum(u.max(axis=1), tail_lse)
-    e = np.exp(u - big[:, None])
-    e_tail = np.exp(tail_lse - big) + e[:, k_prime:].sum(axis=1)
-    kept = e[:, :k_prime]
-    s_nt = kept.sum(axis=1) + e_tail
-    zt = apply_margin(target_logit, scale, margin) if margin != 0.0 else target_logit
-    ut = (zt * inv_t).astype(np.float32)
-    top = np.maximum(ut, big)
-    e_t = np.exp(ut - top)
-    rescale = np.exp(big - top)
-    total = e_t + s_nt * rescale
-    c_full = (rescale / total)[:, None]
-    nontarget = np.concatenate([kept, e_tail[:, None]], axis=1) / s_nt[:, None]
-    full = np.concatenate([(e_t / total)[:, None], kept * c_full, e_tail[:, None] * c_full],
-                          axis=1)
-    binary = np.stack([e_t / total, s_nt * c_full[:, 0]], axis=1)
-    return TeacherBuckets(binary=binary.astype(np.float32), nontarget=nontarget.astype(np.float32),
-                          full=full.astype(np.float32))
-
-
 # --------------------------------------------------------------------------- group losses
 # TRKD and dual-group KD regroup the teacher buckets above (whatever target-logit convention
 # produced them). Same kernel conventions: float32 in and out, preallocated outputs, inner
 # loops without libm, rows split in 512-row chunks over Numba threads when asked.
-
-__all__ += ["TriageBuckets", "triage_probs", "DualGroupBuckets", "dual_group_probs"]
-
 
 @dataclass(frozen=True)
 class TriageBuckets:
@@ -594,13 +537,16 @@ def _dual_group_rows(lo, hi, full, cap, soft_low, soft_high, primary, binary, so
         s = np.float32(0.0)
         for j in range(k1):
             s += full[i, j]
-        r = np.float32(1.0) / s if s > 0 else np.float32(0.0)
+        # A subnormal group mass (only a lone target far below the rest gives one) has no
+        # float32 reciprocal: 1/s is inf. Treat it as 0, as teacher_probs' exp already does
+        # below the smallest normal; a one-entry group's KL is 0 either way.
+        r = np.float32(1.0) / s if s >= _F32_TINY else np.float32(0.0)
         for j in range(k1):
             primary[i, j] = full[i, j] * r
         rest = full[i, k1]
         t = np.float32(1.0)
         p_primary, p_rest = s, rest
-        if cap > 0 and rest > 0 and s > 0:
+        if cap > 0 and rest >= _F32_TINY and s >= _F32_TINY:
             # One log per row, outside the vectorised loops.
             odds = np.float32(math.log(s / rest))  # the teacher's binary log-odds
             if abs(odds) > cap:
@@ -630,9 +576,10 @@ def dual_group_probs(teacher: TeacherBuckets, log_odds_cap: float | None = None,
     Adaptive softening (ours: the paper's rule is not public): with ``log_odds_cap`` = c > 0,
     a row whose binary log-odds ``l = log(primary / rest)`` exceed c in magnitude gets the
     temperature ``t = |l| / c``, which sets its binary distribution to ``sigmoid(+-c)``;
-    rows within the cap keep t = 1. Rows with an exactly zero group mass (no rest group, or
-    a rest below float32's range) are not softened: there is nothing to soften, and the
-    student's empty group could not follow.
+    rows within the cap keep t = 1. Rows with a zero group mass (no rest group, or a mass
+    below float32's smallest normal, which the cache's float32 probabilities cannot hold)
+    are not softened: there is nothing to soften, and the student's empty group could not
+    follow.
 
     Args:
         teacher: ``teacher_probs`` output (only ``full`` is read; numpy or torch).

@@ -52,21 +52,29 @@ def loss_option_flags(command: Callable) -> Callable:
     return command
 
 
-def options_from_flags(loss: str, values: dict[str, Any], epochs: int) -> LossOptions | None:
+def options_from_flags(loss: str, values: dict[str, Any], epochs: int,
+                       base: LossOptions | None = None) -> LossOptions | None:
     """Pop every loss-option flag from ``values`` (the command's keyword arguments) and
     return the options of ``loss``, resolved for a run of ``epochs``.
 
-    Raises UserError for a flag given for another loss, or a value the options refuse.
+    ``base`` (a rerun's saved options of the same loss) supplies every field whose flag is
+    not given on the command line. Raises UserError for a flag given for another loss, or
+    a value the options refuse.
     """
     ctx = click.get_current_context(silent=True)
+
+    def given(name: str, f: Field) -> bool:
+        return ctx is not None and ctx.get_parameter_source(
+            _param(name, f)) is ParameterSource.COMMANDLINE
+
     chosen: dict[str, Any] = {}
     for name, cls in loss_option_classes().items():
         for f in fields(cls):
             value = values.pop(_param(name, f))
             if name == loss:
-                chosen[f.name] = value
-            elif ctx is not None and ctx.get_parameter_source(
-                    _param(name, f)) is ParameterSource.COMMANDLINE:
+                keep_saved = base is not None and not given(name, f)
+                chosen[f.name] = getattr(base, f.name) if keep_saved else value
+            elif given(name, f):
                 raise UserError(f"{_flag(name, f)} applies to --loss {name}, not --loss {loss}")
     cls = loss_options(loss)
     if cls is None:

@@ -4,7 +4,18 @@ cached and online.
 Cached mode compares the student with the teacher on the buckets the cache keeps,
 ``[target, k' speakers, tail]``: the student's tail is the logsumexp of its own logits over
 every class that is neither the target nor one of the k' speakers. Online mode (a live
-teacher) uses all C classes. With k' = C - 1 the two coincide exactly (tested).
+teacher) uses all C classes. With k' = C - 1 the two coincide (tested) up to the cache's
+float16 rounding of the top-k logits: |error| <= 2^-11 |z| per logit (0.016 at |z| = 32), so
+each teacher log-probability moves by at most 2^-10 max|z| / T. On a 40-class test case
+the cached losses were 2e-6 to 3.4e-5 of the loss from the full-logit ones
+(tests/stage2_student/test_kd_logits.py, which checks the worst-case bound this gives).
+
+Which logits both sides use is ``DistillConfig.kd_logits``: ``"margin"`` (the paper's code,
+the default) gives the student's margin logits (its head's output for CE, with the margin
+ramped as training goes) and the teacher's ``scale * cos`` with its own head's margin on
+the target (the kernel applies it to the cached target; online, ``LogitMargin.apply``);
+``"cosine"`` gives ``scale * cos`` without margin on both sides. NCKD does not depend on
+the choice (the target is not among the non-targets); TCKD and KD do.
 
 All losses are computed in (at least) float32 with autocast disabled, whatever the
 student's dtype, and use ``batchmean`` reduction and the ``T^2`` gradient scaling of
@@ -15,8 +26,10 @@ Example (cached DKD, the paper's setting)::
 
     cfg = DistillConfig(loss="dkd", alpha=1.0, beta=2.0, temperature=1.0, warmup_epochs=5)
     t = reader.temperature_index(cfg.temperature)
-    buckets = teacher_probs(block.target_logit, block.topk_logit, block.tail_lse[:, t], 32, 1.0)
-    batch = DistillBatch(student_logits=head.cosine_logits(emb), labels=labels,
+    margin = LogitMargin(teacher.margin_kind, teacher.margin, teacher.scale)  # reader.spec.teacher
+    buckets = teacher_probs(block.target_logit, block.topk_logit, block.tail_lse[:, t], 32, 1.0,
+                            margin=margin)
+    batch = DistillBatch(student_logits=head(emb, labels), labels=labels,
                          topk_index=block.topk_index, teacher=buckets)
     loss = ce + distill_loss(cfg, batch, epoch=2.5)   # KD weight 0.5 during warm-up
 """
@@ -40,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LossName",
+    "KdLogits",
     "DistillConfig",
     "DistillBatch",
     "student_buckets",
@@ -54,6 +68,7 @@ __all__ = [
 ]
 
 LossName = Literal["ce", "kd", "dkd", "emb", "trkd", "dualgroup"]
+KdLogits = Literal["cosine", "margin"]
 
 # mdistiller's gt-mask trick: subtracting 1000 from the target's logit/T drops it from the
 # non-target softmax without -inf (0 * -inf would make kl_div NaN). Exact in float32 as
@@ -109,7 +124,8 @@ def student_buckets(logits: Tensor, labels: Tensor, topk_index: Tensor,
     """Student log-probabilities over [target, k' speakers, tail] at temperature T.
 
     Args:
-        logits: [B, C] student logits (scale * cos, no margin); any float dtype.
+        logits: [B, C] student KD logits (``scale * cos``, with or without the margin on
+            the target, per ``DistillConfig.kd_logits``); any float dtype.
         labels: [B] target class per row.
         topk_index: [B, k'] the teacher's kept non-target classes (must exclude the label
             and be distinct within a row, as the cache guarantees).
@@ -255,6 +271,8 @@ class DistillConfig:
     loss: "ce" (no distillation), "kd", "dkd" (alpha*TCKD + beta*NCKD) or "emb".
     topk: k' speakers kept from the cache (None = all k the cache holds).
     warmup_epochs: the KD term's weight ramps linearly 0 -> 1 over this many epochs.
+    kd_logits: ``"margin"`` (both sides with their head's margin on the target, as the
+        paper's code) or ``"cosine"`` (``scale * cos`` on both sides); see the module doc.
 
     >>> DistillConfig(loss="dkd", warmup_epochs=4).weight(1.0)
     0.25
@@ -266,12 +284,16 @@ class DistillConfig:
     temperature: float = 1.0
     topk: int | None = None
     warmup_epochs: float = 0.0
+    kd_logits: KdLogits = "margin"
     options: LossOptions | None = None  # the loss's own options (see loss_options)
 
     def __post_init__(self) -> None:
         if self.loss not in get_args(LossName):
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {loss_names()}")
         object.__setattr__(self, "options", _resolve_options(self.loss, self.options))
+        if self.kd_logits not in get_args(KdLogits):
+            raise ValueError(f"kd_logits must be one of {', '.join(get_args(KdLogits))}, "
+                             f"got {self.kd_logits!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.alpha < 0 or self.beta < 0:
@@ -294,9 +316,10 @@ class DistillConfig:
 class DistillBatch:
     """What a distillation term may need for one batch.
 
-    Cached mode sets ``topk_index`` (the cache's [B, k] or [B, k'], any int dtype, numpy or
-    torch) and ``teacher`` (``kernels.TeacherBuckets`` at the config's temperature and k');
-    online mode sets ``teacher_logits`` [B, C]. ``emb`` needs both embeddings.
+    ``student_logits`` and the teacher's side follow the config's ``kd_logits``. Cached mode
+    sets ``topk_index`` (the cache's [B, k] or [B, k'], any int dtype, numpy or torch) and
+    ``teacher`` (``kernels.TeacherBuckets`` at the config's temperature and k'); online mode
+    sets ``teacher_logits`` [B, C]. ``emb`` needs both embeddings.
     Numpy inputs are moved to the student's device.
     """
 

@@ -4,24 +4,21 @@ Streams rows of a logit cache, replays each row's exact augmented crop, and trai
 any registered architecture with ``CE(AAM) + w(epoch) * distillation term``, where
 the term is plain KD, DKD with the paper's emphasis on the non-target part
 (alpha*TCKD + beta*NCKD), triage KD (TRKD), dual-group KD or embedding KD; a loss's own
-options are its ``--<loss>-*`` flags. ``--teacher`` runs the same losses with a
-live teacher on full logits instead of the cache (online KD, for comparison). Every
-setting is checked against the cache before the first step; the resolved config is
-saved as ``config.json`` next to ``model.pt``, and the final evaluation as
-``results.json`` and ``det.png``.
+options are its ``--<loss>-*`` flags. ``--online-teacher`` runs the same losses with
+a live teacher on full logits instead of the cache (online KD, for comparison).
 
-Examples::
+KD compares the student's and the teacher's logits under one convention (``--kd-logits``):
+``margin`` (the default, as the paper's code) puts each head's margin on the target -- the
+student's AAM margin as it ramps up, the teacher's own margin kind and value from the
+cache's teacher attributes (or the live teacher's) -- and ``cosine`` uses ``scale * cos``
+on both sides. The student head's logit scale is the teacher's: another one would be KD at
+another temperature, and is refused. The KD weight ramps up over 2/15 of the epochs (the
+paper's 20 of 150) unless ``--kd-warmup`` says otherwise.
 
-    python -m stage2_student.train --cache exp/logits.zarr --data toy --arch xvector \\
-        --arch-opt channels=128 --loss dkd --alpha 1 --beta 2 --out exp/xv-dkd
-    python -m stage2_student.train --cache exp/logits.zarr --data toy --arch campp \\
-        --loss kd --temperature 2 --topk 10 --out exp/campp-kd
-    python -m stage2_student.train --cache exp/logits.zarr --data toy --loss trkd \\
-        --trkd-tau-end 0.05 --out exp/xv-trkd
-    python -m stage2_student.train --cache exp/logits.zarr --data toy --loss dualgroup \\
-        --topk 16 --dualgroup-binary-entropy 0.5 --out exp/xv-dualgroup
-    torchrun --nproc_per_node 2 -m stage2_student.train --cache exp/logits.zarr --data toy \\
-        --arch resnet34 --arch-opt base_width=8 --loss dkd --out exp/r34-dkd
+Every setting is checked against the cache before the first step; the resolved config is
+saved as ``config.json`` next to ``model.pt`` (``--config`` runs it again, any option given
+on the command line replacing its value), and the final evaluation as ``results.json`` and
+``det.png``. Examples: see :data:`EXAMPLES` (``--help``).
 """
 
 from __future__ import annotations
@@ -29,12 +26,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
+from click.core import ParameterSource
 from torch.utils.data import DataLoader
 
 from speaker.augment import AugmentConfig
@@ -43,6 +42,7 @@ from speaker.data import LabelMap
 from speaker.dataset import ViewRenderer
 from speaker.errors import UserError
 from speaker.evaluation import VerificationResult, evaluate_model
+from speaker.margin import LogitMargin
 from speaker.metrics import plot_det
 from speaker.models import build
 from speaker.models.heads import AAMSoftmax
@@ -56,13 +56,14 @@ from speaker.training import (
     Trainer,
     init_distributed,
     intra_op_threads,
+    kd_warmup_epochs,
     scaled_schedule,
     shutdown_distributed,
 )
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
 from stage2_student.loss_flags import loss_option_flags, options_from_flags
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss, loss_names
-from store import StoreError
+from store import StoreError, StoreReader, TeacherInfo
 
 log = logging.getLogger("stage2_student.train")
 
@@ -77,11 +78,51 @@ class StudentConfig:
     schedule: Schedule
     epochs: int = 10
     batch_size: int = 64
-    teacher_margin: bool = False
     online_teacher: str | None = None
     eval_every: int = 0
     seed: int = 0
     workers: int = 1
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], where: str) -> StudentConfig:
+        """The config a run saved (``config.json`` without ``kind``/``cache``/``data``)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(saved) - known)
+        missing = sorted(f.name for f in fields(cls) if f.name not in saved
+                         and f.default is MISSING)
+        if unknown or missing:
+            raise UserError(f"{where}: not a student config.json of this version (unknown keys "
+                            f"{unknown or 'none'}, missing {missing or 'none'})")
+        try:
+            return cls(**{**saved, "distill": DistillConfig(**saved["distill"]),
+                          "schedule": Schedule(**saved["schedule"])})
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{where}: {exc}") from None
+
+
+def kd_teacher_margin(kd_logits: str, teacher: TeacherInfo | Teacher) -> LogitMargin | None:
+    """The margin the teacher's logits get under the KD convention (None: as they are).
+
+    ``teacher`` is the cache's ``spec.teacher`` or a live teacher: both carry the
+    teacher head's ``margin_kind``, ``margin`` and ``scale``.
+    """
+    if kd_logits == "cosine" or teacher.margin_kind == "none":
+        return None
+    try:
+        return LogitMargin(teacher.margin_kind, teacher.margin, teacher.scale)
+    except ValueError as exc:
+        raise UserError(f"the teacher's head ({teacher.arch}): {exc}") from None
+
+
+def check_scale(config: StudentConfig, teacher_scale: float, source: str) -> None:
+    """Refuse a student head whose logit scale differs from the teacher's, when the
+    distillation term compares logits (CE alone and embedding KD do not)."""
+    if config.distill.loss in ("ce", "emb"):
+        return
+    if not math.isclose(config.schedule.scale, teacher_scale, rel_tol=1e-6):
+        raise UserError(f"the student head's logit scale {config.schedule.scale:g} differs from "
+                        f"the teacher's {teacher_scale:g} ({source}); KD at another scale is KD "
+                        f"at another temperature: pass --scale {teacher_scale:g}")
 
 
 def check_request(config: StudentConfig, views: CachedViews, live: Teacher | None,
@@ -99,7 +140,7 @@ def check_request(config: StudentConfig, views: CachedViews, live: Teacher | Non
     if live is not None and live.label_map is not None and (
             json.dumps(live.label_map, sort_keys=True) != json.dumps(spec.label_map,
                                                                       sort_keys=True)):
-        raise UserError(f"--teacher {config.online_teacher}: its classes (label map) differ "
+        raise UserError(f"--online-teacher {config.online_teacher}: its classes (label map) differ "
                         f"from the ones {views.request.path} was dumped with; online KD "
                         "needs a teacher over the same speakers")
     if live is not None and live.sha256 != spec.teacher.checkpoint_sha256:
@@ -112,11 +153,16 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
     ctx = init_distributed()
     intra_op_threads(0, config.workers, ctx)  # leave the cores the loader workers use
     manifest = data.train_manifest()
-    request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
-                           config.teacher_margin)
     live = None if config.online_teacher is None else load_teacher(config.online_teacher,
                                                                    ctx.device)
-    spec = open_cache(request, manifest)[0].spec
+    spec = open_cache(CacheRequest(cache, config.distill.topk, config.distill.temperature),
+                      manifest)[0].spec
+    if live is None:
+        check_scale(config, spec.teacher.scale, f"the teacher attributes of {cache}")
+    else:
+        check_scale(config, live.scale, f"--online-teacher {config.online_teacher}")
+    request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
+                           kd_teacher_margin(config.distill.kd_logits, spec.teacher))
     sample_rate = manifest[0].sample_rate
     bank = data.noise_bank(sample_rate)
     if bank.content_hash() != spec.noise_bank_hash:
@@ -168,7 +214,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         loader = DataLoader(views, batch_size=None, num_workers=config.workers)
         return itertools.islice(loader, steps)
 
-    trainer.fit(batches, distill_step(config.distill, live, ctx.device))
+    live_margin = None if live is None else kd_teacher_margin(config.distill.kd_logits, live)
+    trainer.fit(batches, distill_step(config.distill, live, live_margin, ctx.device))
     warn_if_capped(trainer.history, config.distill, views.k_prime)
     final = trainer.history[-1] if trainer.history else {}
     if ctx.is_main and evaluate is not None:
@@ -194,19 +241,28 @@ def warn_if_capped(history: list[dict], distill: DistillConfig, k_prime: int) ->
                     history[-1].get("trkd_tau", float("nan")))
 
 
-def distill_step(config: DistillConfig, live: Teacher | None, device: str):
-    """The per-batch loss: AAM cross-entropy plus the weighted distillation term."""
+def distill_step(config: DistillConfig, live: Teacher | None, live_margin: LogitMargin | None,
+                 device: str):
+    """The per-batch loss: AAM cross-entropy plus the weighted distillation term.
+
+    The student's KD logits follow ``config.kd_logits`` (its margin logits, the ones CE
+    trains, or ``scale * cos``); a live teacher's get ``live_margin`` on the target (the
+    cached teacher's got it in the kernel).
+    """
 
     def step(net: torch.nn.Module, batch: StudentBatch, epoch: float):
         feats, labels = batch.feats.to(device), batch.labels.to(device)
         emb, margin_logits, cos_logits = net(feats, labels)
         ce = torch.nn.functional.cross_entropy(margin_logits, labels)
-        parts = DistillBatch(student_logits=cos_logits, labels=labels,
+        kd_logits = margin_logits if config.kd_logits == "margin" else cos_logits
+        parts = DistillBatch(student_logits=kd_logits, labels=labels,
                              topk_index=batch.topk_index, teacher=batch.teacher,
                              student_emb=emb, teacher_emb=batch.teacher_emb)
         if live is not None:
             teacher_input = batch.waves if live.input_kind == "wave" else batch.feats
             parts.teacher_logits, parts.teacher_emb = live(teacher_input.to(device))
+            if live_margin is not None:
+                parts.teacher_logits = live_margin.apply(parts.teacher_logits, labels)
         kd = distill_loss(config, parts, epoch)
         acc = (cos_logits.argmax(1) == labels).float().mean()
         return ce + kd, {"loss": (ce + kd).item(), "ce": ce.item(), "kd": kd.item(),
@@ -215,9 +271,39 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
     return step
 
 
-@click.command(context_settings={"show_default": True})
-@click.option("--cache", type=click.Path(exists=True, path_type=Path), required=True,
-              help="logits.zarr written by stage1_teacher.dump.")
+EXAMPLES = """\b
+Examples:
+  python -m stage2_student.train --cache exp/logits.zarr --data toy --arch xvector \\
+      --arch-opt channels=128 --loss dkd --alpha 1 --beta 2 --out exp/xv-dkd
+  python -m stage2_student.train --cache exp/logits.zarr --data toy --arch campp \\
+      --loss kd --temperature 2 --topk 10 --kd-logits cosine --out exp/campp-kd
+  python -m stage2_student.train --cache exp/logits.zarr --data toy --loss trkd \\
+      --trkd-tau-end 0.05 --out exp/xv-trkd
+  python -m stage2_student.train --cache exp/logits.zarr --data toy --loss dualgroup \\
+      --topk 16 --dualgroup-binary-entropy 0.5 --out exp/xv-dualgroup
+  python -m stage2_student.train --config exp/xv-dkd/config.json --out exp/xv-dkd-again
+  python -m stage2_student.train --config exp/xv-dkd/config.json --seed 1 --out exp/xv-dkd-s1
+  python -m stage2_student.train --cache exp/logits.zarr --data toy --arch xvector \\
+      --online-teacher exp/teacher/model.pt --loss dkd --out exp/xv-online
+  torchrun --nproc_per_node 2 -m stage2_student.train --cache exp/logits.zarr --data toy \\
+      --arch resnet34 --arch-opt base_width=8 --loss dkd --out exp/r34-dkd
+"""
+
+# Options that live in the distillation config and the schedule (the rest are top-level
+# StudentConfig fields, or --cache/--out/--config/--resume/-v and the data options).
+_DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
+                    "temperature": "temperature", "topk": "topk", "kd_warmup": "warmup_epochs",
+                    "kd_logits": "kd_logits"}
+_SCHEDULE_OPTIONS = ("epochs", "optimizer", "lr", "final_lr", "scale")
+
+
+@click.command(context_settings={"show_default": True}, epilog=EXAMPLES)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+              default=None, help="A student run's config.json: run it again (with its cache "
+                                 "and data); options given here replace its values.")
+@click.option("--cache", type=click.Path(exists=True, path_type=Path), default=None,
+              help="logits.zarr written by stage1_teacher.dump (required without --config).")
 @data_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
 @click.option("--arch", default="xvector", help="Registered architecture (python -m speaker.models).")
@@ -228,11 +314,16 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
 @click.option("--temperature", type=float, default=1.0, help="Must be on the cache's grid.")
 @click.option("--topk", type=int, default=None, help="k' <= cache k (default: all k): the kept speakers, TRKD's cap and "
                    "dual-group's primary group.")
-@click.option("--kd-warmup", type=float, default=1.0, help="Epochs of linear KD-weight ramp.")
-@click.option("--teacher-margin/--no-teacher-margin", default=False,
-              help="Apply the teacher's AAM margin to its cached target logit.")
-@click.option("--teacher", "online_teacher", default=None,
-              help="Online KD: a live teacher (checkpoint/TorchScript/module:factory).")
+@click.option("--kd-logits", type=click.Choice(["margin", "cosine"]), default="margin",
+              help="KD on margin logits (each head's margin on the target: the student's "
+                   "ramped AAM margin, the teacher's from the cache; the paper's code) or on "
+                   "scale*cos logits on both sides.")
+@click.option("--kd-warmup", type=click.FloatRange(min=0), default=None,
+              help="Epochs of linear KD-weight ramp [default: 2/15 of --epochs, at most 20: "
+                   "the paper's 20 of 150].")
+@click.option("--online-teacher", default=None,
+              help="Online KD: a live teacher (checkpoint/TorchScript/module:factory) gives "
+                   "full logits instead of the cache (which still gives the crops).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64)
 @click.option("--optimizer", type=click.Choice(sorted(DEFAULT_LR)), default="sgd",
@@ -242,6 +333,9 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
               help="Peak LR [default: 0.1 for sgd, 3e-3 for adamw].")
 @click.option("--final-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="LR at the end of the run [default: --lr / 100].")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Logit scale of the student head [default: the teacher's, from the cache]; "
+                   "one that differs from the teacher's is refused.")
 @click.option("--eval-every", type=click.IntRange(min=0), default=0,
               help="Evaluate every N epochs (0: last).")
 @click.option("--workers", type=click.IntRange(min=0), default=1,
@@ -250,25 +344,98 @@ def distill_step(config: DistillConfig, live: Teacher | None, device: str):
 @click.option("--resume", is_flag=True, help="Continue from OUT/model.pt.")
 @click.option("-v", "--verbose", is_flag=True)
 @loss_option_flags
-def cli(cache: Path, out: Path, arch: str, arch_opt: tuple[str, ...], loss: str, alpha: float,
-        beta: float, temperature: float, topk: int | None, kd_warmup: float, epochs: int,
-        optimizer: str, lr: float | None, final_lr: float | None, resume: bool, verbose: bool,
+def cli(config_path: Path | None, cache: Path | None, out: Path, resume: bool, verbose: bool,
         **opts) -> None:
     """Train a student of any architecture from the cached teacher soft labels."""
     setup_logging(verbose)
-    data = DataPaths.from_options(opts)
-    options = options_from_flags(loss, opts, epochs)
-    try:
-        distill = DistillConfig(loss=loss, alpha=alpha, beta=beta, temperature=temperature,
-                                topk=topk, warmup_epochs=kd_warmup, options=options)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    config = StudentConfig(arch=arch, arch_kwargs=parse_options(arch_opt), distill=distill,
-                           schedule=scaled_schedule(epochs, optimizer, lr, final_lr), epochs=epochs,
-                           **opts)
+    ctx = click.get_current_context()
+    given = {name for name in opts
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    data_given = {f.name: opts.pop(f.name) for f in fields(DataPaths)}
+    if config_path is None:
+        if cache is None:
+            raise UserError("--cache is required (or --config with a run's config.json)")
+        config, data = config_from_options(opts, cache), DataPaths.from_options(data_given)
+    else:
+        saved = _read_config(config_path)
+        config = apply_options(StudentConfig.from_dict(
+            {k: v for k, v in saved.items() if k not in ("kind", "cache", "data")},
+            str(config_path)), opts, given)
+        cache = cache or Path(saved["cache"])
+        if any(value is not None for value in data_given.values()):
+            data = DataPaths.from_options(data_given)
+        else:
+            data = DataPaths(**{k: None if v is None else Path(v)
+                                for k, v in saved["data"].items()})
     final = train_student(config, cache, data, out, resume)
     if final:
         click.echo(" ".join(f"{k}={v:.4f}" for k, v in final.items() if isinstance(v, float)))
+
+
+def config_from_options(opts: dict[str, Any], cache: Path) -> StudentConfig:
+    """The StudentConfig the command-line options (and their defaults) describe."""
+    scale = opts["scale"] if opts["scale"] is not None else StoreReader.open(
+        cache, allow_incomplete=True).spec.teacher.scale
+    return apply_options(None, {**opts, "scale": scale}, set(opts))
+
+
+def apply_options(base: StudentConfig | None, opts: dict[str, Any],
+                  given: set[str]) -> StudentConfig:
+    """``base`` with the ``given`` options replacing its values (all options if no base).
+
+    A new ``--epochs`` (or optimizer, LR) rebuilds the schedule over the run, and the KD
+    warm-up with it unless ``--kd-warmup`` is given.
+    """
+    def pick(name: str, saved: Any) -> Any:
+        return opts[name] if base is None or name in given else saved
+
+    distill_base = {} if base is None else asdict(base.distill)
+    distill = {field: pick(option, distill_base.get(field))
+               for option, field in _DISTILL_OPTIONS.items()}
+    epochs = pick("epochs", None if base is None else base.epochs)
+    if base is not None and "kd_warmup" not in given and "epochs" in given:
+        distill["warmup_epochs"] = None
+    if distill["warmup_epochs"] is None:
+        distill["warmup_epochs"] = kd_warmup_epochs(epochs)
+    same_loss = base is not None and base.distill.loss == distill["loss"]
+    distill["options"] = options_from_flags(
+        distill["loss"], opts, epochs, base=base.distill.options if same_loss else None)
+    schedule = None if base is None else base.schedule
+    if base is None or given & set(_SCHEDULE_OPTIONS):
+        saved = schedule or Schedule()
+        optimizer = pick("optimizer", saved.optimizer)
+        # A saved LR belongs to the saved optimizer, a saved final LR to the saved LR.
+        lr = pick("lr", saved.lr if optimizer == saved.optimizer else None)
+        final_lr = pick("final_lr", saved.final_lr if lr == saved.lr else None)
+        schedule = replace(scaled_schedule(epochs, optimizer, lr, final_lr),
+                           scale=pick("scale", saved.scale))
+    arch = pick("arch", None if base is None else base.arch)
+    if base is None or "arch" in given or "arch_opt" in given:
+        arch_kwargs = parse_options(opts["arch_opt"])
+        if base is not None and "arch" not in given:
+            arch_kwargs = {**base.arch_kwargs, **arch_kwargs}
+    else:
+        arch_kwargs = base.arch_kwargs
+    top = {name: pick(name, None if base is None else getattr(base, name))
+           for name in ("batch_size", "online_teacher", "eval_every", "seed", "workers")}
+    try:
+        return StudentConfig(arch=arch, arch_kwargs=arch_kwargs,
+                             distill=DistillConfig(**distill), schedule=schedule,
+                             epochs=epochs, **top)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--config {path}: not readable JSON ({exc})") from None
+    if (not isinstance(saved, dict) or saved.get("kind") != "student"
+            or not {"cache", "data"} <= set(saved)):
+        raise UserError(f"--config {path}: not a student run's config.json (kind "
+                        f"{saved.get('kind') if isinstance(saved, dict) else None!r})")
+    return saved
 
 
 if __name__ == "__main__":

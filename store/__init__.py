@@ -12,12 +12,22 @@ Example::
 
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader
-from store.schema import FORMAT_VERSION, RowBlock, StoreSpec, TeacherInfo, check_block
+from store.schema import (
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    FeatureInfo,
+    RowBlock,
+    StoreSpec,
+    TeacherInfo,
+    check_block,
+)
 from store.writer import StoreWriter
 
 __all__ = [
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "CorruptShardError",
+    "FeatureInfo",
     "RowBlock",
     "StoreError",
     "StoreReader",

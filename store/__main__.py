@@ -1,7 +1,7 @@
 """``python -m store``: inspect, verify and summarise a teacher-logit cache.
 
 Bad input (missing store, wrong version, corrupt shard) prints one ``error: ...`` line and
-exits with status 2 (see :func:`speaker.cli.run`).
+exits with status 2 (see :func:`store._cli.run`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from speaker.cli import run, setup_logging
+from store._cli import run, setup_logging
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader, format_ranges
 from store.schema import check_block
@@ -120,10 +120,12 @@ def inspect(path: str, as_json: bool) -> None:
         f"complete:     {report['complete_shards']}/{spec.num_shards} shards "
         f"({report['written_rows']} rows); missing: {missing}"
     )
+    trained = ("" if spec.teacher.epoch is None or spec.teacher.epochs is None
+               else f", trained {spec.teacher.epoch}/{spec.teacher.epochs} epochs")
     click.echo(
         f"teacher:      {teacher['arch']} sha256 {teacher['checkpoint_sha256'][:16]}..., "
         f"{teacher['num_classes']} classes, scale {teacher['scale']:g}, "
-        f"margin {teacher['margin']:g}"
+        f"margin {teacher['margin']:g} ({spec.teacher.margin_kind}){trained}"
     )
     click.echo(
         f"soft labels:  top k={spec.k} non-targets, temperatures {list(spec.temperatures)}, "
@@ -138,6 +140,17 @@ def inspect(path: str, as_json: bool) -> None:
         f"({spec.crop_samples / spec.sample_rate:.2f} s)"
     )
     click.echo(f"label map:    keys {report['label_map_keys']}")
+    features = spec.features
+    click.echo(
+        "checks:       "
+        + ("crc32 of each row's raw crop (replay is checked)" if spec.has_crop_checksum
+           else "none per row (version-1 store: replayed audio cannot be checked)")
+    )
+    click.echo(
+        "features:     "
+        + (f"stored, float16 {features.frames} x {features.mel_bins} fbank per row"
+           if features else "not stored (stage 2 replays crops)")
+    )
     click.echo("arrays:")
     for a in report["arrays"]:
         per_row = "-" if a["bytes_per_row"] is None else f"{a['bytes_per_row']:.1f}"
@@ -161,15 +174,17 @@ def inspect(path: str, as_json: bool) -> None:
     "--allow-incomplete", is_flag=True, help="Do not fail on shards that are not written yet."
 )
 def verify(path: str, allow_incomplete: bool) -> None:
-    """Read every chunk of PATH, check checksums and row invariants.
+    """Read every chunk of PATH, check checksums, shard objects and row invariants.
 
-    Prints one line per problem and exits non-zero naming the bad shards.
+    Every shard marked complete must have the object of every array (stored features
+    included); every chunk must pass its crc32c checksums and every row the invariants of
+    store/FORMAT.md. Prints one line per problem and exits non-zero naming the bad shards.
 
     \b
     Example:
       python -m store verify logits.zarr
     """
-    reader = StoreReader.open(path, allow_incomplete=True)
+    reader = StoreReader.open(path, allow_incomplete=True, check_files=False)
     spec = reader.spec
     flags = reader.complete_flags()
     problems: list[str] = []
@@ -178,26 +193,27 @@ def verify(path: str, allow_incomplete: bool) -> None:
         missing = np.flatnonzero(~flags).tolist()
         problems.append(f"shards {format_ranges(missing)} are not written")
         bad_shards.update(missing)
+    for shard, keys in sorted(reader.missing_shard_objects().items()):
+        problems.append(f"shard {shard} is marked complete but has no object {', '.join(keys)}")
+        bad_shards.add(shard)
     try:
         reader.manifest_ids()
     except StoreError as exc:
         problems.append(str(exc))
+    if not spec.has_crop_checksum:
+        log.info("%s is a version-1 store: it has no crop checksums to verify", path)
     checked = 0
-    shards = np.flatnonzero(flags).tolist()
+    shards = [s for s in np.flatnonzero(flags).tolist() if s not in bad_shards]
     for shard in tqdm(shards, desc="verify", unit="shard", leave=False, disable=None):
         first = shard * spec.chunks_per_shard
-        chunks = list(range(first, min(first + spec.chunks_per_shard, spec.num_chunks)))
-        try:
-            blocks = list(zip(chunks, reader.read_chunks(chunks), strict=True))
-        except CorruptShardError:
-            blocks = []  # find every bad chunk of this shard, keep checking the good ones
-            for chunk in chunks:
-                try:
-                    blocks.append((chunk, reader.read_chunk(chunk)))
-                except CorruptShardError as exc:
-                    problems.append(str(exc))
-                    bad_shards.add(shard)
-        for chunk, block in blocks:
+        for chunk in range(first, min(first + spec.chunks_per_shard, spec.num_chunks)):
+            # One chunk at a time: with stored features a chunk is megabytes per row range.
+            try:
+                block = reader.read_chunk_unchecked(chunk)
+            except CorruptShardError as exc:
+                problems.append(str(exc))
+                bad_shards.add(shard)
+                continue
             start, _ = spec.chunk_range(chunk)
             _, errors = check_block(block, spec, start, reader.num_utterances)
             problems.extend(f"shard {shard}: {e}" for e in errors)
@@ -211,8 +227,10 @@ def verify(path: str, allow_incomplete: bool) -> None:
         raise StoreError(
             f"{path} failed verification: {len(problems)} problem(s){where}; first: {problems[0]}"
         )
+    arrays = "every array" + (" (stored features included)" if spec.features else "")
     click.echo(
-        f"ok: {path}: {checked} rows in {int(flags.sum())} shards pass checksums and invariants"
+        f"ok: {path}: {checked} rows in {int(flags.sum())} shards pass checksums and "
+        f"invariants, {arrays}"
     )
 
 
@@ -386,7 +404,7 @@ def invalidate(path: str, shards: tuple[int, ...]) -> None:
 
 
 def main() -> None:
-    run(cli, user_errors=(StoreError,))
+    run(cli)
 
 
 if __name__ == "__main__":

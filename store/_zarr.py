@@ -57,6 +57,10 @@ def open_group(
             f"{where} already exists; pass --resume to continue writing it, or delete it "
             f"to start over"
         ) from None
+    except (ValueError, TypeError) as exc:
+        # JSONDecodeError, UnicodeDecodeError, or metadata zarr cannot parse
+        raise StoreError(f"{_join(where, 'zarr.json')} is damaged ({exc}); restore it from a "
+                         f"copy or re-dump the cache") from None
     except (zarr.errors.BaseZarrError, OSError) as exc:
         raise StoreError(f"cannot open store {where}: {exc}") from exc
 
@@ -68,3 +72,36 @@ def gather(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
         return await asyncio.gather(*coroutines, return_exceptions=True)
 
     return sync(run())
+
+
+def _join(where: str, *parts: str) -> str:
+    return "/".join([where.rstrip("/"), *parts])
+
+
+def member(group: zarr.Group, name: str, where: str) -> zarr.Array:
+    """Array ``name`` of the store at ``where``; absent or damaged metadata -> StoreError."""
+    try:
+        array = group[name]
+    except KeyError:
+        raise StoreError(f"{where} has no '{name}' array; it is damaged") from None
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"{_join(where, name, 'zarr.json')} is damaged ({exc}); restore it "
+                         f"from a copy or re-dump the cache") from None
+    if not isinstance(array, zarr.Array):
+        raise StoreError(f"{where}: '{name}' is a group, not an array; the store is damaged")
+    return array
+
+
+def shard_key(array: zarr.Array, shard: int) -> str:
+    """Store key of the object holding ``shard`` of a row-sharded array (one shard across
+    every other axis), in zarr's default key encoding: ``name/c/<shard>/0/...``."""
+    return "/".join([array.path, "c", str(shard), *["0"] * (array.ndim - 1)])
+
+
+def absent_keys(group: zarr.Group, keys: Sequence[str]) -> list[str]:
+    """The keys of ``keys`` with no object in the group's store (checked concurrently)."""
+    found = gather([group.store.exists(key) for key in keys])
+    for result in found:
+        if isinstance(result, BaseException):
+            raise StoreError(f"cannot list the objects of {group.store}: {result}") from result
+    return [key for key, ok in zip(keys, found, strict=True) if not ok]

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import zarr
 
-from store._zarr import PathLike, gather, location, open_group
+from store._zarr import PathLike, absent_keys, gather, location, member, open_group, shard_key
 from store.errors import CorruptShardError, StoreError
 from store.schema import (
     COMPLETE_ARRAY,
     MANIFEST_ARRAY,
     RowBlock,
     StoreSpec,
+    check_block,
     check_format,
     decode_ids,
     missing_arrays,
@@ -57,10 +58,9 @@ def format_ranges(values: Sequence[int]) -> str:
 
 def read_flags(group: zarr.Group, where: str) -> np.ndarray:
     """The ``shard_complete`` flags as bools; a corrupt flag object -> StoreError."""
+    flags = member(group, COMPLETE_ARRAY, where)
     try:
-        return np.asarray(group[COMPLETE_ARRAY][:], dtype=bool)
-    except KeyError:
-        raise StoreError(f"{where} has no '{COMPLETE_ARRAY}' array; it is damaged") from None
+        return np.asarray(flags[:], dtype=bool)
     except (ValueError, RuntimeError) as exc:
         raise StoreError(
             f"{where}: the {COMPLETE_ARRAY} flags are corrupt ({exc}); delete "
@@ -79,7 +79,12 @@ class StoreReader:
 
     ``spec`` is the store's :class:`StoreSpec` *without* ``manifest_ids`` (they can be
     tens of MB; call :meth:`manifest_ids` when you need them); ``num_utterances`` says how
-    many there are. A reader pickles as its path and options (DataLoader workers reopen).
+    many there are; ``spec.format_version`` which version the store is (1 or 2). A reader
+    pickles as its path and options (DataLoader workers reopen).
+
+    Every row a reader returns has passed its chunk's checksums and the row invariants of
+    FORMAT.md; the ``features`` array (stored student features) is read only when asked
+    (``features=True``), since it is ~100x the size of the rest of a row.
     """
 
     def __init__(
@@ -99,7 +104,9 @@ class StoreReader:
         self.num_utterances = num_utterances
         self._complete = complete
         self._options = options
-        self._arrays = {d.name: group[d.name] for d in spec.array_defs()}
+        arrays = {d.name: member(group, d.name, self.path) for d in spec.array_defs()}
+        self._features = arrays.pop("features", None)
+        self._arrays = arrays
 
     @classmethod
     def open(
@@ -109,28 +116,36 @@ class StoreReader:
         manifest_hash: str | None = None,
         num_classes: int | None = None,
         allow_incomplete: bool = False,
+        check_files: bool = True,
         storage_options: dict[str, Any] | None = None,
     ) -> StoreReader:
-        """Open ``path`` after checking version, manifest hash, class count, completeness.
+        """Open ``path`` after checking version, spec checksum, array metadata, manifest
+        hash, class count, completeness and that every complete shard has its objects.
 
         ``manifest_hash`` / ``num_classes``: what the caller expects (None = do not check).
         ``allow_incomplete``: open a store with unwritten shards; only complete shards are
         then streamed, and reading rows of a missing shard raises :class:`StoreError`.
+        ``check_files=False`` skips the shard-object check (``store verify`` reports it).
         """
         where = location(path)
         group = open_group(path, "r", storage_options)
         attrs = group.attrs.asdict()
-        check_format(attrs, where)
-        spec, num_utts = StoreSpec.from_attrs(attrs["spec"])
+        version = check_format(attrs, where)
+        spec, num_utts = StoreSpec.from_attrs(attrs["spec"], format_version=version)
         for d in spec.array_defs():
-            try:
-                array = group[d.name]
-            except KeyError:
-                raise StoreError(f"{where} has no '{d.name}' array; it is damaged") from None
+            array = member(group, d.name, where)
             if array.shape != d.shape(spec.num_rows) or array.dtype != d.dtype:
                 raise StoreError(
                     f"{where}: array '{d.name}' is {array.dtype}{list(array.shape)}, the format "
                     f"needs {d.dtype}{list(d.shape(spec.num_rows))}; the store is damaged"
+                )
+            if not d.is_fill(array.metadata.fill_value):
+                # A missing object reads back as the fill value: an edited fill could
+                # pass for data, so only the format's (invalid) fill is accepted.
+                raise StoreError(
+                    f"{where}/{d.name}/zarr.json: fill_value is {array.metadata.fill_value}, "
+                    f"the format's is {d.fill}; the array metadata was edited: restore it or "
+                    f"re-dump the cache"
                 )
         if manifest_hash is not None and manifest_hash != spec.manifest_hash:
             raise StoreError(
@@ -155,9 +170,22 @@ class StoreReader:
             "manifest_hash": manifest_hash,
             "num_classes": num_classes,
             "allow_incomplete": allow_incomplete,
+            "check_files": False,  # checked once here, not again in every DataLoader worker
             "storage_options": storage_options,
         }
-        return cls(path, group, attrs, spec, num_utts, complete, options)
+        reader = cls(path, group, attrs, spec, num_utts, complete, options)
+        if check_files:
+            absent = reader.missing_shard_objects()
+            if absent:
+                shards = sorted(absent)
+                first = absent[shards[0]][0]
+                raise StoreError(
+                    f"{where}: shard(s) {format_ranges(shards)} are marked complete but "
+                    f"{sum(map(len, absent.values()))} of their objects are missing (first: "
+                    f"{first}); mark them for rewrite with `python -m store invalidate {where} "
+                    f"{' '.join(map(str, shards))}` and resume the dump"
+                )
+        return reader
 
     # A reader travels to DataLoader workers / other processes as its path and options.
     def __getstate__(self) -> dict[str, Any]:
@@ -190,6 +218,22 @@ class StoreReader:
     def missing_shards(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(~self._complete)]
 
+    def missing_shard_objects(self) -> dict[int, list[str]]:
+        """Complete shards whose object of some array is absent -> the absent keys.
+
+        zarr reads an absent shard object as fill values, so this is what tells a deleted
+        file from data (one existence check per array and complete shard).
+        """
+        arrays = [*self._arrays.values(), *([self._features] if self._features else [])]
+        shards = [int(i) for i in np.flatnonzero(self._complete)]
+        keys = [(shard, shard_key(a, shard)) for shard in shards for a in arrays]
+        absent = set(absent_keys(self.group, [key for _, key in keys]))
+        out: dict[int, list[str]] = {}
+        for shard, key in keys:
+            if key in absent:
+                out.setdefault(shard, []).append(key)
+        return out
+
     def temperature_index(self, temperature: float) -> int:
         """Column of ``tail_lse`` for ``temperature``; not in the grid -> StoreError."""
         return self.spec.temperature_index(temperature)
@@ -200,22 +244,36 @@ class StoreReader:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _empty_block(self, n: int) -> RowBlock:
+    def _empty_block(self, n: int, features: bool) -> RowBlock:
         return RowBlock.from_arrays(
-            {d.name: np.empty(d.shape(n), dtype=d.dtype) for d in self.spec.array_defs()}
+            {d.name: np.empty(d.shape(n), dtype=d.dtype) for d in self.spec.array_defs()
+             if features or d.name != "features"}
         )
 
-    def read_chunk(self, chunk: int) -> RowBlock:
-        """All rows of one chunk; raises for unwritten, corrupt or missing data."""
-        return self.read_chunks([chunk])[0]
+    def _read_arrays(self, features: bool) -> dict[str, zarr.Array]:
+        if not features:
+            return self._arrays
+        if self._features is None:
+            raise StoreError(f"{self.path} has no stored features (dumped without "
+                             f"--store-features); replay the crops instead")
+        return {**self._arrays, "features": self._features}
 
-    def read_chunks(self, chunks: Sequence[int]) -> list[RowBlock]:
+    def read_chunk(self, chunk: int, *, features: bool = False) -> RowBlock:
+        """All rows of one chunk; raises for unwritten, corrupt or missing data."""
+        return self.read_chunks([chunk], features=features)[0]
+
+    def read_chunks(
+        self, chunks: Sequence[int], *, features: bool = False, check_rows: bool = True
+    ) -> list[RowBlock]:
         """Several chunks, every array of every chunk fetched concurrently.
 
-        Raises :class:`StoreError` for a chunk of an unwritten shard and
-        :class:`CorruptShardError` for bytes failing their checksum or missing data.
+        Raises :class:`StoreError` for a chunk of an unwritten shard or rows breaking the
+        format's invariants, and :class:`CorruptShardError` for bytes failing their
+        checksum or missing data. ``features``: also read the stored features.
+        ``check_rows=False`` skips the invariants (``store verify`` lists them itself).
         """
         spec = self.spec
+        arrays = self._read_arrays(features)
         for chunk in chunks:
             if not 0 <= chunk < spec.num_chunks:
                 raise StoreError(
@@ -234,18 +292,20 @@ class StoreReader:
                 [
                     array.async_array.getitem(slice(start, stop))
                     for start, stop in ranges
-                    for array in self._arrays.values()
+                    for array in arrays.values()
                 ]
             )
         )
         blocks = []
         for chunk, (start, stop) in zip(chunks, ranges, strict=True):
-            arrays = {name: next(results) for name in self._arrays}
-            blocks.append(self._checked_block(spec.shard_of_chunk(chunk), start, stop, arrays))
+            got = {name: next(results) for name in arrays}
+            blocks.append(
+                self._checked_block(spec.shard_of_chunk(chunk), start, stop, got, check_rows)
+            )
         return blocks
 
     def _checked_block(
-        self, shard: int, start: int, stop: int, results: dict[str, Any]
+        self, shard: int, start: int, stop: int, results: dict[str, Any], check_rows: bool
     ) -> RowBlock:
         spec = self.spec
         arrays: dict[str, np.ndarray] = {}
@@ -281,9 +341,26 @@ class StoreReader:
                 array=missing[0],
                 rows=(start, stop),
             )
-        return RowBlock.from_arrays(arrays)
+        block = RowBlock.from_arrays(arrays)
+        if check_rows:
+            _, problems = check_block(block, spec, start, self.num_utterances,
+                                      features="features" in arrays)
+            if problems:
+                more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
+                raise StoreError(
+                    f"{self.path}: rows {start}..{stop - 1} (shard {shard}) break the cache "
+                    f"format: {problems[0]}{more}; the store was written by another tool or "
+                    f"edited: `python -m store verify {self.path}` lists every problem"
+                )
+        return block
 
-    def read(self, start: int, stop: int) -> RowBlock:
+    def read_chunk_unchecked(self, chunk: int) -> RowBlock:
+        """One chunk with every array (stored features included), checksums and missing
+        data checked but not the row invariants: for ``store verify``, which lists them."""
+        return self.read_chunks([chunk], features=self.spec.features is not None,
+                                check_rows=False)[0]
+
+    def read(self, start: int, stop: int, *, features: bool = False) -> RowBlock:
         """Rows ``start..stop-1`` (global row numbers)."""
         if not 0 <= start <= stop <= len(self):
             raise StoreError(f"rows {start}..{stop} are out of range: {self.path} has {len(self)}")
@@ -292,23 +369,25 @@ class StoreReader:
         parts = []
         for i in range(0, len(chunks), _BATCH_CHUNKS):
             batch = chunks[i : i + _BATCH_CHUNKS]
-            for chunk, block in zip(batch, self.read_chunks(batch), strict=True):
+            blocks = self.read_chunks(batch, features=features)
+            for chunk, block in zip(batch, blocks, strict=True):
                 lo = chunk * rows
                 parts.append(block.slice(max(start - lo, 0), stop - lo))
-        return RowBlock.concat(parts) if parts else self._empty_block(0)
+        return RowBlock.concat(parts) if parts else self._empty_block(0, features)
 
-    def take(self, index: np.ndarray | Sequence[int]) -> RowBlock:
+    def take(self, index: np.ndarray | Sequence[int], *, features: bool = False) -> RowBlock:
         """Rows at arbitrary global indices, in the given order (repeats allowed)."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if len(index) and (index.min() < 0 or index.max() >= len(self)):
             bad = int(index[(index < 0) | (index >= len(self))][0])
             raise StoreError(f"row {bad} is out of range: {self.path} has {len(self)} rows")
-        out = self._empty_block(len(index)).arrays()
+        out = self._empty_block(len(index), features).arrays()
         chunks = index // self.spec.chunk_rows
         unique = [int(c) for c in np.unique(chunks)]
         for i in range(0, len(unique), _BATCH_CHUNKS):
             batch = unique[i : i + _BATCH_CHUNKS]
-            for chunk, block in zip(batch, self.read_chunks(batch), strict=True):
+            blocks = self.read_chunks(batch, features=features)
+            for chunk, block in zip(batch, blocks, strict=True):
                 where = np.flatnonzero(chunks == chunk)
                 local = index[where] - chunk * self.spec.chunk_rows
                 for name, array in block.arrays().items():
@@ -359,6 +438,7 @@ class StoreReader:
         *,
         block_rows: int | None = None,
         shuffle: bool = True,
+        features: bool = False,
     ) -> Iterator[RowBlock]:
         """Stream this participant's rows of ``epoch`` as blocks of ``block_rows`` rows.
 
@@ -366,6 +446,7 @@ class StoreReader:
         consecutive chunks are shuffled together (the shuffle buffer), so memory stays at
         a few chunks whatever the store size. Only the last block may be shorter.
         ``shuffle=False`` streams chunks and rows in store order (evaluation, replay).
+        ``features``: the blocks carry the stored features too (the same rows either way).
         """
         if shuffle_chunks < 1:
             raise StoreError(f"shuffle_chunks must be >= 1, got {shuffle_chunks}")
@@ -379,7 +460,7 @@ class StoreReader:
         )
         pending: RowBlock | None = None
         for i in range(0, len(chunks), shuffle_chunks):
-            parts = self.read_chunks(chunks[i : i + shuffle_chunks])
+            parts = self.read_chunks(chunks[i : i + shuffle_chunks], features=features)
             buffer = RowBlock.concat(parts)
             del parts
             if shuffle:

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import operator
@@ -27,7 +28,11 @@ import numpy as np
 from store.errors import StoreError
 
 FORMAT_NAME = "entkd-teacher-cache"
-FORMAT_VERSION = 1
+#: The version this entkd writes. Version 2 added ``crop_checksum``, the optional
+#: ``features`` array, ``spec_sha256`` and the teacher's epoch/labels (FORMAT.md).
+FORMAT_VERSION = 2
+#: Versions this entkd reads (version-1 stores have no crop checksums: replay is unchecked).
+READABLE_VERSIONS = (1, 2)
 
 #: Name of the uint8 array with one chunk per shard; 1 = the shard's rows are all written.
 COMPLETE_ARRAY = "shard_complete"
@@ -39,6 +44,8 @@ ZSTD_LEVEL = 3
 SEED_FILL = int(np.iinfo(np.uint64).max)
 #: Largest class count whose indices (and the -1 fill) fit int16.
 INT16_CLASSES = int(np.iinfo(np.int16).max)
+#: Root attribute holding the sha256 of the canonical JSON of the ``spec`` block.
+SPEC_CHECKSUM_KEY = "spec_sha256"
 
 # How many offending rows an error message lists before "(+N more)".
 _ROWS_SHOWN = 5
@@ -48,16 +55,22 @@ MARGIN_KINDS = ("aam", "am", "none")
 
 @dataclass(frozen=True)
 class ArrayDef:
-    """One per-row array: ``shape = (num_rows,)`` or ``(num_rows, width)``."""
+    """One per-row array: ``shape = (num_rows, *inner)`` (``inner = ()`` for a column)."""
 
     name: str
     dtype: np.dtype
-    width: int | None
+    inner: tuple[int, ...]
     fill: int | float
     dims: tuple[str, ...]
 
     def shape(self, num_rows: int) -> tuple[int, ...]:
-        return (num_rows,) if self.width is None else (num_rows, self.width)
+        return (num_rows, *self.inner)
+
+    def is_fill(self, value: Any) -> bool:
+        """Whether ``value`` (e.g. an array's metadata fill value) is this array's fill."""
+        if self.dtype.kind == "f":
+            return bool(np.isnan(np.float64(value))) if value is not None else False
+        return value is not None and int(value) == int(self.fill)
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,9 @@ class TeacherInfo:
     ``"none"``. The cached logits are ``scale * cos`` without the margin; a reader applies
     the margin itself when its KD convention asks for it. ``epoch``/``epochs`` say how far
     the teacher's training got (None when unknown, e.g. a TorchScript teacher).
+    ``teacher_labels``: the name of each teacher class, for a teacher whose classes are its
+    own (e.g. a pretrained teacher's speakers) rather than the label map's; None when its
+    classes are the label map's.
 
     Example: ``TeacherInfo("ecapa", sha256_hex, num_classes=5994, scale=32.0, margin=0.2)``
     """
@@ -81,11 +97,18 @@ class TeacherInfo:
     margin_kind: str = "aam"
     epoch: int | None = None
     epochs: int | None = None
+    teacher_labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.margin_kind not in MARGIN_KINDS:
             raise StoreError(f"teacher margin_kind {self.margin_kind!r} is not one of "
                              f"{', '.join(MARGIN_KINDS)}")
+        if self.teacher_labels is not None:
+            labels = tuple(str(label) for label in self.teacher_labels)
+            if len(labels) != self.num_classes:
+                raise StoreError(f"teacher_labels names {len(labels)} classes, the teacher has "
+                                 f"{self.num_classes}")
+            object.__setattr__(self, "teacher_labels", labels)
 
     @property
     def complete(self) -> bool | None:
@@ -95,7 +118,12 @@ class TeacherInfo:
         return self.epoch >= self.epochs
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.teacher_labels is None:
+            del out["teacher_labels"]  # optional: absent rather than null
+        else:
+            out["teacher_labels"] = list(self.teacher_labels)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TeacherInfo:
@@ -113,9 +141,52 @@ class TeacherInfo:
                 margin_kind=str(data.get("margin_kind", "aam")),  # format 1: always AAM
                 epoch=optional_int("epoch"),
                 epochs=optional_int("epochs"),
+                teacher_labels=None if data.get("teacher_labels") is None
+                else tuple(data["teacher_labels"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"teacher attributes {dict(data)!r} are malformed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """The stored student features (``features`` array): what they are and how they were made.
+
+    Each row holds ``frames x mel_bins`` float16 Kaldi log-mel filterbanks of the view's
+    augmented crop (``frame_length_ms`` Hamming windows every ``frame_shift_ms``, dither of
+    std ``dither`` drawn from the row seed, mean over frames subtracted): exactly what a
+    student computes when it replays the row, rounded to float16. A reader whose own
+    front-end differs (compare with :meth:`differences`) must replay instead.
+
+    Example: ``FeatureInfo(frames=198, mel_bins=80)``
+    """
+
+    frames: int
+    mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 1.0
+    window: str = "hamming"
+    normalization: str = "utterance_mean"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", _positive_int("features.frames", self.frames))
+        object.__setattr__(self, "mel_bins", _positive_int("features.mel_bins", self.mel_bins))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureInfo:
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise StoreError(f"features attributes {dict(data)!r} are malformed: {exc}") from None
+
+    def differences(self, other: FeatureInfo) -> list[str]:
+        """``["frames: 198 -> 98", ...]`` for the fields that differ."""
+        return [f"{f.name}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
+                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -141,6 +212,9 @@ class StoreSpec:
 
     ``manifest_ids[i]`` is the utterance that ``utt == i`` refers to (may be empty when the
     caller does not record ids). ``shard_rows`` must be a multiple of ``chunk_rows``.
+    ``features``: stored student features (None: stage 2 replays crops). ``format_version``
+    is the version of the store the spec describes (a reader may open version-1 stores,
+    which have no ``crop_checksum``); it is a root attribute, not part of ``spec``.
     """
 
     num_rows: int
@@ -160,6 +234,8 @@ class StoreSpec:
     noise_bank_hash: str = ""
     label_map: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    features: FeatureInfo | None = None
+    format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -215,6 +291,13 @@ class StoreSpec:
         put("augment", _json_value("augment", dict(self.augment)))
         put("label_map", _json_value("label_map", dict(self.label_map)))
         put("extra", _json_value("extra", dict(self.extra)))
+        if self.features is not None and not isinstance(self.features, FeatureInfo):
+            raise StoreError(f"features must be a FeatureInfo, got {type(self.features).__name__}")
+        if self.format_version not in READABLE_VERSIONS:
+            raise StoreError(f"format_version {self.format_version} is not one of "
+                             f"{list(READABLE_VERSIONS)}")
+        if self.format_version < 2 and self.features is not None:
+            raise StoreError("stored features need cache format version 2")
 
     # -- geometry ---------------------------------------------------------------------------
 
@@ -273,35 +356,40 @@ class StoreSpec:
 
     # -- arrays --------------------------------------------------------------------------------
 
+    @property
+    def has_crop_checksum(self) -> bool:
+        """Version-2 stores record a checksum of each row's raw crop; version 1 did not."""
+        return self.format_version >= 2
+
     def array_defs(self) -> tuple[ArrayDef, ...]:
         """The per-row arrays of this store, in canonical order."""
         defs = [
-            ArrayDef("utt", np.dtype(np.int32), None, -1, ("row",)),
-            ArrayDef("start", np.dtype(np.int64), None, -1, ("row",)),
-            ArrayDef("seed", np.dtype(np.uint64), None, SEED_FILL, ("row",)),
-            ArrayDef("label", np.dtype(np.int32), None, -1, ("row",)),
-            ArrayDef("target_logit", np.dtype(np.float32), None, math.nan, ("row",)),
-            ArrayDef("topk_index", self.topk_index_dtype, self.k, -1, ("row", "rank")),
-            ArrayDef("topk_logit", np.dtype(np.float16), self.k, math.nan, ("row", "rank")),
-            ArrayDef(
-                "tail_lse",
-                np.dtype(np.float32),
-                len(self.temperatures),
-                math.nan,
-                ("row", "temperature"),
-            ),
+            ArrayDef("utt", np.dtype(np.int32), (), -1, ("row",)),
+            ArrayDef("start", np.dtype(np.int64), (), -1, ("row",)),
+            ArrayDef("seed", np.dtype(np.uint64), (), SEED_FILL, ("row",)),
+        ]
+        if self.has_crop_checksum:
+            defs.append(ArrayDef("crop_checksum", np.dtype(np.int32), (), -1, ("row",)))
+        defs += [
+            ArrayDef("label", np.dtype(np.int32), (), -1, ("row",)),
+            ArrayDef("target_logit", np.dtype(np.float32), (), math.nan, ("row",)),
+            ArrayDef("topk_index", self.topk_index_dtype, (self.k,), -1, ("row", "rank")),
+            ArrayDef("topk_logit", np.dtype(np.float16), (self.k,), math.nan, ("row", "rank")),
+            ArrayDef("tail_lse", np.dtype(np.float32), (len(self.temperatures),), math.nan,
+                     ("row", "temperature")),
         ]
         if self.embedding_dim:
-            defs.append(
-                ArrayDef(
-                    "embedding", np.dtype(np.float16), self.embedding_dim, math.nan, ("row", "dim")
-                )
-            )
+            defs.append(ArrayDef("embedding", np.dtype(np.float16), (self.embedding_dim,),
+                                 math.nan, ("row", "dim")))
+        if self.features is not None:
+            defs.append(ArrayDef("features", np.dtype(np.float16),
+                                 (self.features.frames, self.features.mel_bins), math.nan,
+                                 ("row", "frame", "mel")))
         return tuple(defs)
 
     def bytes_per_row_raw(self) -> int:
         """Uncompressed bytes of one row over all arrays."""
-        return sum(d.dtype.itemsize * (d.width or 1) for d in self.array_defs())
+        return sum(d.dtype.itemsize * math.prod(d.inner) for d in self.array_defs())
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -310,9 +398,13 @@ class StoreSpec:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "manifest_ids":
+            if f.name in ("manifest_ids", "format_version"):
                 continue
-            if f.name == "teacher":
+            if f.name == "features":
+                if value is None:
+                    continue  # optional: absent rather than null
+                value = value.to_dict()
+            elif f.name == "teacher":
                 value = value.to_dict()
             elif f.name == "temperatures":
                 value = list(value)
@@ -322,15 +414,21 @@ class StoreSpec:
 
     @classmethod
     def from_attrs(
-        cls, data: Mapping[str, Any], manifest_ids: Sequence[str] = ()
+        cls,
+        data: Mapping[str, Any],
+        manifest_ids: Sequence[str] = (),
+        format_version: int = FORMAT_VERSION,
     ) -> tuple[StoreSpec, int]:
         """Inverse of :meth:`to_attrs`; returns ``(spec, num_utterances)``."""
         data = dict(data)
         num_utts = data.pop("num_utterances", len(manifest_ids))
         try:
             teacher = TeacherInfo.from_dict(data.pop("teacher"))
-            spec = cls(teacher=teacher, manifest_ids=tuple(manifest_ids), **data)
-        except (KeyError, TypeError) as exc:
+            features = data.pop("features", None)
+            spec = cls(teacher=teacher, manifest_ids=tuple(manifest_ids),
+                       features=None if features is None else FeatureInfo.from_dict(features),
+                       format_version=format_version, **data)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"store spec attributes are malformed: {exc}") from exc
         return spec, int(num_utts)
 
@@ -339,30 +437,57 @@ class StoreSpec:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
+def spec_checksum(spec_attrs: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of a ``spec`` attribute block."""
+    text = json.dumps(spec_attrs, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def root_attrs(spec: StoreSpec, created_by: str, created_at: str) -> dict[str, Any]:
-    """All root attributes of a new store."""
+    """All root attributes of a new store (always the version this entkd writes)."""
+    if spec.format_version != FORMAT_VERSION:
+        raise StoreError(f"this entkd writes cache format version {FORMAT_VERSION} only, "
+                         f"not {spec.format_version}")
+    spec_attrs = spec.to_attrs()
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "created_by": created_by,
         "created_at": created_at,
-        "spec": spec.to_attrs(),
+        "spec": spec_attrs,
+        SPEC_CHECKSUM_KEY: spec_checksum(spec_attrs),
     }
 
 
-def check_format(attrs: Mapping[str, Any], where: str) -> None:
-    """Refuse attributes of anything but a version-``FORMAT_VERSION`` entkd store."""
+def check_format(
+    attrs: Mapping[str, Any], where: str, versions: Sequence[int] = READABLE_VERSIONS
+) -> int:
+    """Refuse attributes of anything but an entkd store of one of ``versions``.
+
+    From version 2 on, the ``spec`` block must match its checksum. Returns the version.
+    """
     if attrs.get("format") != FORMAT_NAME or "format_version" not in attrs:
         raise StoreError(
-            f"{where} is not an entkd cache store (no '{FORMAT_NAME}' format attribute; "
-            f"an interrupted create? delete it and dump again)"
+            f"{where} is not an entkd cache store (no '{FORMAT_NAME}' format attribute: an "
+            f"interrupted create?); remove it with `rm -r {where}` and dump again"
         )
     version = attrs["format_version"]
-    if version != FORMAT_VERSION:
+    if version not in versions:
+        readable = " or ".join(str(v) for v in versions)
         raise StoreError(
-            f"{where} has cache format version {version} but this entkd reads version "
-            f"{FORMAT_VERSION}; use the entkd that wrote it or re-dump the cache"
+            f"{where} has cache format version {version} but this entkd "
+            f"{'reads' if len(versions) > 1 else 'writes'} version {readable}; use the entkd "
+            f"that wrote it or re-dump the cache"
         )
+    if version >= 2:
+        stored = attrs.get(SPEC_CHECKSUM_KEY)
+        if "spec" not in attrs or stored != spec_checksum(attrs["spec"]):
+            raise StoreError(
+                f"{where}/zarr.json: the 'spec' attribute block does not match its checksum "
+                f"'{SPEC_CHECKSUM_KEY}' (edited after the store was written?); restore the "
+                f"file or re-dump the cache"
+            )
+    return int(version)
 
 
 def encode_ids(ids: Sequence[str]) -> np.ndarray:
@@ -384,6 +509,10 @@ def decode_ids(data: np.ndarray, expected: int) -> tuple[str, ...]:
 class RowBlock:
     """Consecutive or gathered rows of every array, as numpy arrays of equal length.
 
+    The optional arrays are None when absent: ``embedding`` (stores without embeddings),
+    ``crop_checksum`` (version-1 stores), ``features`` (stores without stored features,
+    and every block a reader returns unless asked for features).
+
     Example::
 
         block = reader.read(0, 4096)
@@ -400,16 +529,15 @@ class RowBlock:
     topk_logit: np.ndarray
     tail_lse: np.ndarray
     embedding: np.ndarray | None = None
+    crop_checksum: np.ndarray | None = None
+    features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Name -> array, without ``embedding`` when it is absent."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if out["embedding"] is None:
-            del out["embedding"]
-        return out
+        """Name -> array, without the optional arrays that are absent."""
+        return {f.name: a for f in fields(self) if (a := getattr(self, f.name)) is not None}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> RowBlock:
@@ -449,19 +577,21 @@ def _out_of_range(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _coerce(
-    block: RowBlock, spec: StoreSpec, row_offset: int
+    block: RowBlock, spec: StoreSpec, row_offset: int, features: bool
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Shapes and dtype kinds; returns arrays cast to storage dtypes and shape problems."""
     problems: list[str] = []
     arrays = block.arrays()
     n = len(np.asarray(block.label))
-    defs = {d.name: d for d in spec.array_defs()}
-    if "embedding" in arrays and "embedding" not in defs:
-        problems.append("embedding given but the store has embedding_dim=0")
+    defs = {d.name: d for d in spec.array_defs() if features or d.name != "features"}
+    problems += [f"{name} given but the store has no such array (format version "
+                 f"{spec.format_version}, embedding_dim={spec.embedding_dim}, features "
+                 f"{'stored' if spec.features else 'not stored'})"
+                 for name in arrays if name not in defs and (features or name != "features")]
     out: dict[str, np.ndarray] = {}
     for name, d in defs.items():
         if name not in arrays:
-            problems.append(f"{name} missing (the store has embedding_dim={spec.embedding_dim})")
+            problems.append(f"{name} missing (the store has this array)")
             continue
         a = np.asarray(arrays[name])
         if a.shape != d.shape(n):
@@ -493,13 +623,16 @@ def check_block(
     spec: StoreSpec,
     row_offset: int = 0,
     num_utterances: int | None = None,
+    *,
+    features: bool = True,
 ) -> tuple[RowBlock | None, list[str]]:
     """Check every row invariant of FORMAT.md.
 
     Returns ``(block cast to the storage dtypes or None, problems)``; each problem names
-    the field and the global rows (``row_offset`` + position) at fault.
+    the field and the global rows (``row_offset`` + position) at fault. ``features=False``
+    checks a block read without the ``features`` array (and ignores one if present).
     """
-    out, problems = _coerce(block, spec, row_offset)
+    out, problems = _coerce(block, spec, row_offset, features)
     if problems:
         return None, [f"{p} (block starting at row {row_offset})" for p in problems]
 
@@ -514,6 +647,8 @@ def check_block(
         bad(utt >= n_utts, f"utt is not an index into the {n_utts}-utterance manifest")
     bad(out["start"] < 0, "start is negative")
     bad(out["seed"] == np.uint64(SEED_FILL), f"seed equals the reserved fill value {SEED_FILL}")
+    if "crop_checksum" in out:
+        bad(out["crop_checksum"] < 0, "crop_checksum is negative (checksums are 31-bit)")
     bad((label < 0) | (label >= spec.num_classes), f"label outside [0, {spec.num_classes})")
     bad(~np.isfinite(out["target_logit"]), "target_logit is not finite")
 
@@ -531,7 +666,9 @@ def check_block(
     finite = np.isfinite(logits).all(1)
     bad(~finite, "topk_logit is not finite in float16 (|logit| > 65504 or NaN)")
     if spec.k > 1:
-        bad((np.diff(logits, axis=1) > 0).any(1), "topk_logit is not sorted in descending order")
+        with np.errstate(invalid="ignore"):  # inf - inf in rows already reported non-finite
+            unsorted = (np.diff(logits, axis=1) > 0).any(1)
+        bad(unsorted, "topk_logit is not sorted in descending order")
 
     tail = out["tail_lse"]
     n_tail = spec.num_classes - 1 - spec.k
@@ -551,6 +688,9 @@ def check_block(
         )
     if "embedding" in out:
         bad(~np.isfinite(out["embedding"].astype(np.float32)).all(1), "embedding is not finite")
+    if "features" in out:
+        bad(~np.isfinite(out["features"].reshape(len(label), -1)).all(1),
+            "features are not finite in float16")
     return RowBlock.from_arrays(out), problems
 
 
@@ -570,13 +710,17 @@ def missing_arrays(arrays: Mapping[str, np.ndarray], spec: StoreSpec) -> list[st
     """Arrays of a read chunk that hold fill values, i.e. whose stored data is missing.
 
     Written data never contains a fill value (each is invalid, see FORMAT.md), and a
-    missing shard file reads back as fill everywhere, so the first column suffices.
+    missing chunk (or shard file) reads back as fill in every row, so the first entry of
+    each row suffices; fill in some rows only is data breaking the invariants, which
+    :func:`check_block` reports. Only the arrays present in ``arrays`` are checked.
     """
     missing = []
     for d in spec.array_defs():
+        if d.name not in arrays:
+            continue
         a = arrays[d.name]
-        first = a if d.width is None else a[:, 0]
-        hit = np.isnan(first).any() if d.dtype.kind == "f" else (first == d.fill).any()
+        first = a.reshape(len(a), -1)[:, 0]
+        hit = np.isnan(first).all() if d.dtype.kind == "f" else (first == d.fill).all()
         if hit:
             missing.append(d.name)
     return missing

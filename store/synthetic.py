@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from store.schema import RowBlock, StoreSpec, TeacherInfo
+from store.schema import FeatureInfo, RowBlock, StoreSpec, TeacherInfo
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -54,6 +54,7 @@ def synthetic_spec(
     chunk_rows: int = 4096,
     shard_rows: int = 65536,
     embedding_dim: int = 0,
+    features: FeatureInfo | None = None,
 ) -> StoreSpec:
     """A spec shaped like a VoxCeleb2 cache (ids ``utt000000...`` when ``num_utterances``)."""
     ids = tuple(f"utt{i:07d}" for i in range(num_utterances))
@@ -71,6 +72,7 @@ def synthetic_spec(
         shard_rows=shard_rows,
         augment={"kind": "synthetic"},
         augment_hash="synthetic-augment",
+        features=features,
     )
 
 
@@ -115,6 +117,12 @@ def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> Row
     embedding = None
     if spec.embedding_dim:
         embedding = rng.normal(0.0, 1.0, (n, spec.embedding_dim)).astype(np.float16)
+    # Drawn last, so the other columns are those a version-1 store got from the same seed.
+    checksum = rng.integers(0, 2**31, n, dtype=np.int32) if spec.has_crop_checksum else None
+    features = None
+    if spec.features is not None:
+        shape = (n, spec.features.frames, spec.features.mel_bins)
+        features = rng.normal(0.0, 3.0, shape).astype(np.float16)
     return RowBlock(
         utt=utt.astype(np.int32),
         start=rng.integers(0, 6 * spec.sample_rate, n, dtype=np.int64),
@@ -125,4 +133,6 @@ def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> Row
         topk_logit=topk_logit,
         tail_lse=tail.astype(np.float32),
         embedding=embedding,
+        crop_checksum=checksum,
+        features=features,
     )

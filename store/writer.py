@@ -28,11 +28,12 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from store._zarr import PathLike, data_codecs, gather, local_path, location, open_group
+from store._zarr import PathLike, data_codecs, gather, local_path, location, member, open_group
 from store.errors import StoreError
 from store.reader import read_flags
 from store.schema import (
     COMPLETE_ARRAY,
+    FORMAT_VERSION,
     MANIFEST_ARRAY,
     RowBlock,
     StoreSpec,
@@ -58,13 +59,12 @@ def _tool_version() -> str:
 
 def _create_arrays(group: zarr.Group, spec: StoreSpec) -> None:
     for d in spec.array_defs():
-        inner = () if d.width is None else (d.width,)
         group.create_array(
             d.name,
             shape=d.shape(spec.num_rows),
             dtype=d.dtype,
-            chunks=(spec.chunk_rows, *inner),
-            shards=(spec.shard_rows, *inner),
+            chunks=(spec.chunk_rows, *d.inner),
+            shards=(spec.shard_rows, *d.inner),
             compressors=data_codecs(),
             fill_value=d.fill,
             dimension_names=d.dims,
@@ -101,8 +101,8 @@ class StoreWriter:
         self.spec = spec
         self._num_utterances = num_utts
         self._group = group
-        self._arrays = {d.name: group[d.name] for d in spec.array_defs()}
-        self._complete = group[COMPLETE_ARRAY]
+        self._arrays = {d.name: member(group, d.name, self.path) for d in spec.array_defs()}
+        self._complete = member(group, COMPLETE_ARRAY, self.path)
 
     @classmethod
     def create(
@@ -149,7 +149,7 @@ class StoreWriter:
         where = location(path)
         group = open_group(path, "r+", storage_options)
         attrs = group.attrs.asdict()
-        check_format(attrs, where)
+        check_format(attrs, where, versions=(FORMAT_VERSION,))
         stored, num_utts = StoreSpec.from_attrs(attrs["spec"])
         if spec is None:
             return cls(path, group, stored, num_utts)

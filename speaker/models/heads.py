@@ -3,7 +3,8 @@
 The head holds the class weight matrix -- the classifier that parameter counts exclude.
 :meth:`AAMSoftmax.forward` gives the margin logits that CE trains on;
 :meth:`AAMSoftmax.cosine_logits` gives ``scale * cos`` without margin, which is what the
-teacher dump stores and what students are distilled against.
+teacher dump stores. Students are distilled on either (``--kd-logits``); the margin formula
+itself lives in :mod:`speaker.margin`.
 
 Example:
     >>> import torch
@@ -24,15 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speaker.margin import LogitMargin, target_cos
+
 
 class AAMSoftmax(nn.Module):
     """wespeaker's ``ArcMarginProduct`` with ``easy_margin=False``.
 
     Target logit ``s * cos(theta + m)``; once ``theta + m`` would pass pi (``cos < th``)
     it falls back to ``s * (cos - (1 + cos(pi - m)))``, which keeps the target logit
-    monotonic in theta and continuous at the switch (wespeaker's ``mmm`` variant).
+    monotonic in theta and continuous at the switch (wespeaker's ``mmm`` variant). The
+    formula is :func:`speaker.margin.target_cos`, shared with the Numba teacher kernel.
     Non-target logits are ``s * cos``.
     """
+
+    margin_kind = "aam"
 
     def __init__(
         self, embed_dim: int, num_classes: int, scale: float = 32.0, margin: float = 0.2
@@ -47,16 +53,13 @@ class AAMSoftmax(nn.Module):
 
     @property
     def margin(self) -> float:
-        return self._margin
+        return self.logit_margin.margin
 
     @margin.setter
     def margin(self, value: float) -> None:
-        # Derived constants are recomputed here so a scheduler only has to set `margin`.
-        self._margin = float(value)
-        self.cos_m = math.cos(value)
-        self.sin_m = math.sin(value)
-        self.th = math.cos(math.pi - value)
-        self.mmm = 1.0 + math.cos(math.pi - value)
+        # The margin's constants are derived here, so a scheduler only has to set `margin`.
+        self.logit_margin = LogitMargin(self.margin_kind, float(value), self.scale)
+        self._constants = self.logit_margin.constants()
 
     def cosine(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosine between each embedding and each class centre, ``[B, num_classes]``."""
@@ -69,12 +72,9 @@ class AAMSoftmax(nn.Module):
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Margin logits for cross-entropy: margin on each row's ``labels`` entry only."""
         cosine = self.cosine(emb)
-        target = cosine.gather(1, labels.view(-1, 1).long())
-        # clamp: rounding can push |cos| a hair past 1, and sqrt of a negative is NaN.
-        sine = torch.sqrt((1.0 - target * target).clamp(min=1e-12))
-        phi = target * self.cos_m - sine * self.sin_m
-        phi = torch.where(target > self.th, phi, target - self.mmm)
-        return self.scale * cosine.scatter(1, labels.view(-1, 1).long(), phi)
+        index = labels.view(-1, 1).long()
+        phi = target_cos(cosine.gather(1, index), *self._constants)
+        return self.scale * cosine.scatter(1, index, phi)
 
     def extra_repr(self) -> str:
         return (

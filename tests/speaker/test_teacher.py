@@ -31,14 +31,16 @@ def checkpoint(path: Path, seed: int = 0, head: bool = True, margin: float = 0.2
 
 
 class Scriptable(nn.Module):
-    """fbank -> (logits, embedding); carries the optional teacher attributes (set in
-    __init__: TorchScript infers their types there)."""
+    """fbank -> (logits, embedding); declares its head (set in __init__: TorchScript infers
+    the attributes' types there)."""
 
     def __init__(self):
         super().__init__()
         self.proj = nn.Linear(80, 5)
         self.input_kind = "fbank"
         self.scale = 16.0
+        self.margin_kind = "am"
+        self.margin = 0.2
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = x.mean(dim=1)
@@ -47,6 +49,8 @@ class Scriptable(nn.Module):
 
 class LogitsOnly(nn.Module):
     input_kind = "wave"
+    scale = 32.0
+    margin_kind = "none"
 
     def __init__(self, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -68,6 +72,35 @@ def logits_only_bf16() -> nn.Module:
 
 def not_a_module():
     return "nope"
+
+
+class Undeclared(nn.Module):
+    """Logits with no declared scale or margin."""
+
+    def __init__(self, **attributes):
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x[:, :4])
+
+
+def undeclared() -> nn.Module:
+    return Undeclared()
+
+
+def no_scale() -> nn.Module:
+    return Undeclared(margin_kind="aam", margin=0.2)
+
+
+def bad_kind() -> nn.Module:
+    return Undeclared(scale=32.0, margin_kind="arc", margin=0.2)
+
+
+def negative_margin() -> nn.Module:
+    return Undeclared(scale=32.0, margin_kind="aam", margin=-0.1)
 
 
 def test_checkpoint_teacher(tmp_path: Path):
@@ -116,6 +149,7 @@ def test_torchscript_teacher(tmp_path: Path):
     assert teacher.arch == "torchscript:teacher.ts"
     assert teacher.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert teacher.input_kind == "fbank" and teacher.scale == 16.0 and teacher.margin == 0.2
+    assert teacher.margin_kind == "am"
     assert teacher.label_map is None
     logits, emb = teacher(torch.randn(2, 30, 80))
     assert logits.shape == (2, 5) and emb is not None and emb.shape == (2, 80)
@@ -125,7 +159,8 @@ def test_factory_teacher(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "teacher_factories", sys.modules[__name__])
     teacher = load_teacher("teacher_factories:logits_only")
     assert teacher.arch == "teacher_factories:logits_only"
-    assert teacher.input_kind == "wave" and teacher.scale == 32.0 and teacher.margin == 0.2
+    assert teacher.input_kind == "wave" and teacher.scale == 32.0
+    assert (teacher.margin_kind, teacher.margin) == ("none", 0.0)
     assert not teacher.module.training  # eval mode: dropout off, so outputs are repeatable
     x = torch.randn(4, 16000)
     logits, emb = teacher(x)
@@ -170,3 +205,15 @@ def test_file_that_is_neither_checkpoint_nor_torchscript(tmp_path: Path):
     with pytest.raises(UserError, match="neither an entkd checkpoint") as info:
         load_teacher(str(path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("factory", ["undeclared", "no_scale", "bad_kind", "negative_margin"])
+def test_teacher_without_a_declared_head_is_refused(factory: str,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    """No silent scale 32: KD at another scale is KD at another temperature."""
+    monkeypatch.setitem(sys.modules, "teacher_factories", sys.modules[__name__])
+    with pytest.raises(UserError) as caught:
+        load_teacher(f"teacher_factories:{factory}")
+    message = str(caught.value)
+    assert "\n" not in message and f"teacher_factories:{factory}" in message
+    assert "give the module attributes scale" in message and "margin_kind" in message

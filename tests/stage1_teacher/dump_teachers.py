@@ -16,7 +16,15 @@ NUM_CLASSES = 8
 SEEN_WAVES: list[torch.Tensor] = []
 
 
-class _MeanLinear(nn.Module):
+class _Declared(nn.Module):
+    """A teacher module declares its logit head (speaker.teacher refuses one that does not)."""
+
+    scale = 32.0
+    margin_kind = "aam"
+    margin = 0.2
+
+
+class _MeanLinear(_Declared):
     """fbank [B, T, 80] -> mean over time -> linear -> logits (and the mean as embedding)."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, seed: int = 0):
@@ -41,7 +49,7 @@ def wrong_classes() -> nn.Module:
     return _MeanLinear(num_classes=NUM_CLASSES - 1)
 
 
-class _NaNFrom(nn.Module):
+class _NaNFrom(_Declared):
     """Logits of :class:`_MeanLinear`, but NaN in the first row from the ``call``-th call on
     (call 1 is the dump's probe of one crop)."""
 
@@ -65,7 +73,7 @@ def nan_in_second_shard() -> nn.Module:
     return _NaNFrom(call=5)
 
 
-class _Wave(nn.Module):
+class _Wave(_Declared):
     """Waveform teacher: frame energies of the raw crop -> linear -> (logits, embedding)."""
 
     input_kind = "wave"

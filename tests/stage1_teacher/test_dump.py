@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -438,3 +439,59 @@ def test_torchrun_two_ranks_equal_one_process(tiny_dump: Path, toy_corpus: Path,
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.count("wrote 64 rows") == 1 and done.stdout.count("wrote 32 rows") == 1
     assert_same_store(out, tiny_dump)
+
+
+# ---- stored student features ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("teacher", ["a", "dump_teachers:wave"])
+def test_store_features_holds_each_rows_student_fbank(
+    teacher: str, tiny_dump: Path, toy_corpus: Path, dump_teachers, dump_args: list[str],
+    tmp_path: Path, run_main, factories,
+):
+    """--store-features: every row's fbank (what a student replays) in float16, for an
+    fbank teacher (its own input) and a waveform teacher (computed besides); the soft
+    labels are those of the dump without features; both verifiers cover the new array."""
+    spec_of = str(dump_teachers["a"]) if teacher == "a" else teacher
+    out = tmp_path / "features.zarr"
+    extra = ["--embeddings"] if teacher == "a" else ["--topk", "7"]
+    result = run_main(dump.main, dump_cmd(spec_of, toy_corpus, out, [*dump_args, *extra,
+                                                                     "--store-features"]))
+    assert result.exit_code == 0, result.stderr
+    reader = StoreReader.open(out)
+    features = reader.spec.features
+    assert (features.frames, features.mel_bins) == (98, 80)  # 1-s crops, 25/10 ms frames
+    block = reader.read(0, ROWS, features=True)
+    assert block.features.dtype == np.float16 and block.features.shape == (ROWS, 98, 80)
+    if teacher == "a":
+        want = StoreReader.open(tiny_dump).read(0, ROWS)
+        for name, array in want.arrays().items():
+            assert np.array_equal(block.arrays()[name], array), name
+    render = renderer(toy_corpus, reader, "fbank")
+    for r in (0, 5, 40, ROWS - 1):
+        x, _ = render(block.utt[r], block.start[r], block.seed[r])
+        assert np.array_equal(block.features[r], x.to(torch.float16).numpy()), f"row {r}"
+    done = subprocess.run([sys.executable, "-m", "store", "verify", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "(stored features included)" in done.stdout, done.stdout
+    checked = run_main(verify.main, [str(out), "--teacher", spec_of, "--data",
+                                     str(toy_corpus), "--rows", "32"])
+    assert checked.exit_code == 0, checked.stdout + checked.stderr
+    assert re.search(r"  features +max \|diff\| \S+ += \S+x tolerance  pass", checked.stdout)
+
+
+def test_verify_fails_on_stored_features_that_are_not_the_replay(
+    toy_corpus: Path, dump_teachers, dump_args: list[str], tmp_path: Path, run_main,
+):
+    out = tmp_path / "features.zarr"
+    args = dump_cmd(dump_teachers["a"], toy_corpus, out, [*dump_args, "--store-features"])
+    assert run_main(dump.main, args).exit_code == 0
+    writer = StoreWriter.open(out)
+    block = StoreReader.open(out).read(*writer.shard_rows_range(1), features=True)
+    block.features = (block.features.astype(np.float32) + 0.05).astype(np.float16)
+    writer.write_shard(1, block)  # valid rows, other features
+    checked = run_main(verify.main, [str(out), "--teacher", str(dump_teachers["a"]),
+                                     "--data", str(toy_corpus), "--rows", "96"])
+    assert checked.exit_code == 1
+    assert re.search(r"  features +max \|diff\| \S+ += \S+x tolerance  FAIL", checked.stdout)
+    assert "worst: features" in checked.error_lines[0]

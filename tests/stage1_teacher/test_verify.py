@@ -8,6 +8,7 @@ Fixtures (toy corpus, teachers "a"/"b", the reference dump ``tiny_dump`` made wi
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,12 +29,15 @@ def verify_args(store: Path, teacher, data: Path, rows: int = 96) -> list[str]:
 
 
 def reported(stdout: str) -> dict[str, float]:
-    """The ``name  value`` lines verify prints."""
-    out = {}
+    """``{name: max |diff|}`` and ``{"ratio": worst ratio}`` from the lines verify prints,
+    e.g. ``  target_logit  max |diff| 3.1e-05   = 0.0153x tolerance  pass  (...)``."""
+    out = {"ratio": 0.0}
     for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in (*COLUMNS, "ratio"):
-            out[parts[0]] = float(parts[1])
+        m = re.match(r"  (\w+) +max \|diff\| (\S+) += (\S+)x tolerance  (pass|FAIL)", line)
+        if m:
+            out[m[1]] = float(m[2])
+            out["ratio"] = max(out["ratio"], float(m[3]))
+            assert (m[4] == "pass") == (float(m[3]) <= 1.0), line
     return out
 
 
@@ -48,6 +52,9 @@ def test_passes_for_the_teacher_that_wrote_the_cache(tiny_dump: Path, toy_corpus
     result = run_main(verify.main, verify_args(tiny_dump, dump_teachers["a"], toy_corpus))
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "ok: 96 rows" in result.stdout
+    assert "passes when |cached - fresh| <= 0.002 + 0.002 |cached|" in result.stdout
+    assert "crop_checksum 96 of 96 crops read the audio the cache was dumped from  pass" \
+        in result.stdout
     values = reported(result.stdout)
     assert set(values) == {*COLUMNS, "ratio"}, result.stdout
     assert values["ratio"] <= 1.0

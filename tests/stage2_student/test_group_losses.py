@@ -97,7 +97,11 @@ def dual_group_reference(student, teacher, labels, k_prime, t, entropy_bits=None
         if rest:  # with no rest group both binary distributions are (1, 0): KL 0
             odds_t = float(p[primary].sum().log() - p[rest].sum().log())
             odds_s = log_q[primary].logsumexp(0) - log_q[rest].logsumexp(0)
-            soften = 1.0 if x_star is None else max(1.0, abs(odds_t) / x_star)
+            # A group mass below float32's smallest normal is 0 in the kernels (the cache's
+            # probabilities are float32): such a row has nothing to soften.
+            representable = min(p[primary].sum(), p[rest].sum()) >= np.finfo(np.float32).tiny
+            soften = (1.0 if x_star is None or not representable
+                      else max(1.0, abs(odds_t) / x_star))
             pt = torch.sigmoid(torch.tensor([odds_t, -odds_t], dtype=torch.float64) / soften)
             log_qb = torch.nn.functional.logsigmoid(torch.stack([odds_s, -odds_s]) / soften)
             term = term + w_binary * soften**2 * _kl(pt, log_qb)
@@ -123,6 +127,12 @@ def random_case(seed: int, batch: int, classes: int, spread: float):
     student = torch.randn(batch, classes, generator=gen) * spread
     labels = torch.randint(0, classes, (batch,), generator=gen)
     return teacher, student.requires_grad_(), labels
+
+
+def has_ties(teacher) -> bool:
+    """Whether any row has two equal logits (float16 rounding makes some): TRKD's sorted
+    prefix is then ambiguous, and the cache and the reference may order the pair apart."""
+    return any(len(row.unique()) < len(row) for row in teacher)
 
 
 def value_and_grad(fn, student):
@@ -152,6 +162,7 @@ def test_trkd_cached_at_k_c_minus_1_equals_full_logit_trkd(seed, batch, classes,
         lambda: trkd_reference(student, teacher, labels, tau, *lambdas, t)[0], student)
     closest = trkd_reference(student, teacher, labels, tau, *lambdas, t)[2]
     assume(closest > 1e-4)  # a share within float32 rounding of 1 - tau decides the set
+    assume(not has_ties(teacher))  # tied speakers at the set's edge: either one is "the" set
     config = trkd_config(tau, t, *lambdas)
     parts = cached_batch(teacher, student, labels, classes - 1, classes - 1, t)
     got, grad = value_and_grad(lambda: distill_loss(config, parts, epoch=0.5), student)
@@ -178,6 +189,7 @@ def test_trkd_from_a_short_cache_equals_the_capped_definition(seed, batch, class
         student)
     _, capped, closest = trkd_reference(student, teacher, labels, tau, 1.0, 8.0, t, cap=k_prime)
     assume(closest > 1e-4)
+    assume(not has_ties(teacher))
     parts = cached_batch(teacher, student, labels, k, k_prime, t)
     got, grad = value_and_grad(lambda: distill_loss(trkd_config(tau, t), parts, 0.0), student)
     torch.testing.assert_close(got, want, **TOL)
@@ -243,12 +255,15 @@ def test_dual_group_cached_at_k_c_minus_1_equals_full_logit(seed, batch, classes
     config = DistillConfig(loss="dualgroup", temperature=t, options=options)
     parts = cached_batch(teacher, student, labels, classes - 1, k_prime, t)
     got, grad = value_and_grad(lambda: distill_loss(config, parts, 1.0), student)
-    torch.testing.assert_close(got, want, **TOL)
-    torch.testing.assert_close(grad, want_grad, **TOL)
+    # Softening weights a row's binary KL by t^2 = (|l| / x*)^2 (hundreds at 0.1 bit and
+    # |l| ~ 80 nats), which scales the float32 rounding of the log-odds by as much.
+    tol = TOL if entropy is None else dict(rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(got, want, **tol)
+    torch.testing.assert_close(grad, want_grad, **tol)
     online, online_grad = value_and_grad(lambda: full_logit_dual_group_loss(
         student, teacher, labels, k_prime, options, t), student)
-    torch.testing.assert_close(online, want, **TOL)
-    torch.testing.assert_close(online_grad, want_grad, **TOL)
+    torch.testing.assert_close(online, want, **tol)
+    torch.testing.assert_close(online_grad, want_grad, **tol)
 
 
 @settings(max_examples=40, deadline=None)

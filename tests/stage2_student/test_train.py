@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 import torch
 
@@ -117,13 +118,74 @@ def test_sigkilled_run_resumes_to_the_same_weights(student_run, reference: Path,
 def test_online_dkd_with_a_live_teacher_trains(student_cache, student_run, tmp_path: Path):
     out = tmp_path / "online"
     train_in_process([*student_run.command(out), "--epochs", "1", "--loss", "dkd",
-                      "--teacher", student_cache.teacher])
+                      "--online-teacher", student_cache.teacher])
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.state["epoch"] == 1
     config = json.loads((out / "config.json").read_text())
     assert config["online_teacher"] == str(student_cache.teacher)
     (epoch,) = history(out)
     assert epoch["kd"] > 0 and torch.isfinite(torch.tensor(epoch["loss"]))
+
+
+# ---- the run's config.json fed back with --config -----------------------------------------
+
+
+def test_config_json_reruns_the_run(reference: Path, tmp_path: Path, assert_same_weights):
+    out = tmp_path / "again"
+    train_in_process(["--config", reference / "config.json", "--out", out])
+    assert (json.loads((out / "config.json").read_text())
+            == json.loads((reference / "config.json").read_text()))
+    assert_same_weights(out / "model.pt", reference / "model.pt")
+
+
+@pytest.fixture
+def resolved(monkeypatch: pytest.MonkeyPatch):
+    """The CLI's resolved (config, cache, data) without training."""
+    from stage2_student import train
+
+    seen = {}
+
+    def record(config, cache, data, out, resume):
+        seen.update(config=config, cache=cache, data=data)
+        return {}
+
+    monkeypatch.setattr(train, "train_student", record)
+
+    def resolve(args: list) -> dict:
+        cli.main([str(a) for a in args], standalone_mode=False)
+        return seen
+
+    return resolve
+
+
+def test_config_options_replace_saved_values(reference: Path, student_cache, resolved,
+                                             tmp_path: Path):
+    saved = json.loads((reference / "config.json").read_text())
+    got = resolved(["--config", reference / "config.json", "--out", tmp_path,
+                    "--epochs", "15", "--beta", "8", "--arch-opt", "channels=16"])
+    config = got["config"]
+    assert got["cache"] == Path(saved["cache"]) and got["data"].data == student_cache.corpus
+    assert config.epochs == 15 and config.distill.beta == 8.0
+    assert config.distill.alpha == saved["distill"]["alpha"]
+    assert config.distill.warmup_epochs == 2.0  # 2/15 of the new --epochs
+    assert config.schedule.warmup_epochs == 15 / 8  # the schedule spans the new run
+    assert config.arch_kwargs == {"channels": 16, "embed_dim": 32}  # merged into the saved
+    assert config.schedule.scale == saved["schedule"]["scale"] == 32.0
+
+
+def test_defaults_follow_the_run_and_the_cache(student_cache, resolved, tmp_path: Path):
+    config = resolved(["--cache", student_cache.cache, "--data", student_cache.corpus,
+                       "--out", tmp_path, "--epochs", "30"])["config"]
+    assert config.distill.warmup_epochs == 4.0  # 2/15 of 30
+    assert config.distill.kd_logits == "margin"
+    assert config.schedule.scale == 32.0  # the cache's teacher scale
+
+
+def test_help_has_examples_and_no_teacher_option():
+    text = cli.get_help(click.Context(cli))
+    assert "Examples:" in text and "--online-teacher" in text and "--config" in text
+    assert "--teacher " not in text and "--teacher-margin" not in text
+    assert "2/15" in text  # the KD warm-up default
 
 
 # ---- learning: two architectures from one cache, EER after epoch 1 vs at the end ----------
@@ -246,7 +308,12 @@ REFUSALS = {
     "temperature-off-grid": (["--temperature", "3"], ["temperature 3", "grid"]),
     "noise-bank": (["--musan", "{other}/musan"], ["noise bank"]),
     "batch-larger-than-rows": (["--batch-size", "97"], ["--batch-size 97"]),
-    "online-teacher-classes": (["--teacher", "{foreign}"], ["--teacher", "label map"]),
+    "online-teacher-classes": (["--online-teacher", "{foreign}"],
+                               ["--online-teacher", "label map"]),
+    "scale-mismatch": (["--scale", "30"], ["logit scale 30", "teacher's 32", "--scale 32"]),
+    "online-scale-mismatch": (["--online-teacher", "{foreign}", "--scale", "30"],
+                              ["logit scale 30", "teacher's 32", "--online-teacher"]),
+    "teacher-is-stage-1s": (["--teacher", "{foreign}"], ["--teacher"]),
 }
 
 
@@ -267,6 +334,15 @@ def test_refused_before_training(case: str, student_run, other_corpus: Path,
     for word in words:
         assert word in outcome.error_lines[0], outcome.error_lines[0]
     assert not (out / "model.pt").exists()
+
+
+def test_config_of_a_teacher_run_is_refused(student_cache, student_run, tmp_path: Path,
+                                            train_cli):
+    teacher_config = Path(student_cache.teacher).parent / "config.json"
+    outcome = train_cli(["--config", teacher_config, "--out", tmp_path / "run"])
+    assert outcome.exit_code == 2 and len(outcome.error_lines) == 1, outcome.stderr
+    assert "not a student run's config.json (kind 'teacher')" in outcome.error_lines[0]
+    assert str(teacher_config) in outcome.error_lines[0]
 
 
 def test_refusal_through_python_dash_m(student_cache, student_run, other_corpus: Path,

@@ -53,7 +53,7 @@ def test_inspect(cli, small_store):
     assert "bytes/row (raw " in out
     code, out, _ = cli("inspect", path, "--json")
     report = json.loads(out)
-    assert report["format_version"] == 1 and report["complete_shards"] == 4
+    assert report["format_version"] == 2 and report["complete_shards"] == 4
     assert report["full_fp16_bytes_per_row"] == 100 and 0 < report["bytes_per_row"]
     assert report["spec"]["k"] == 8 and report["spec"]["num_utterances"] == 120
 
@@ -140,3 +140,24 @@ def test_real_process_error_and_no_torch(small_store):
     assert "in shard(s) 2;" in _one_error_line(proc.stderr)
     check = "import sys, store.__main__; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", check]).returncode == 0
+
+
+def test_verify_and_inspect_a_version_1_store(cli, tmp_path):
+    import shutil
+
+    path = shutil.copytree(Path(__file__).resolve().parent / "data" / "v1_store",
+                           tmp_path / "v1.zarr")
+    code, out, _ = cli("verify", path)
+    assert code == 0 and "40 rows in 3 shards pass" in out
+    code, out, _ = cli("inspect", path)
+    assert code == 0 and "none per row (version-1 store" in out
+
+
+def test_the_store_package_does_not_import_speaker():
+    """Layering: the cache library and its CLI stand alone (no torch, no speaker)."""
+    code = ("import sys, store, store.__main__, store.lock, store.synthetic; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('speaker', 'torch')); "
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -117,9 +118,9 @@ def test_open_errors(tmp_path, small_store):
     ):
         StoreReader.open(path, num_classes=1211)
     group = zarr.open_group(str(path), mode="r+")
-    group.update_attributes({"format_version": 2})
+    group.update_attributes({"format_version": 3})
     with pytest.raises(
-        StoreError, match="has cache format version 2 but this entkd reads version 1"
+        StoreError, match="has cache format version 3 but this entkd reads version 1 or 2"
     ):
         StoreReader.open(path)
 
@@ -194,7 +195,8 @@ def test_shuffle_buffer_is_bounded(small_store, monkeypatch):
     reader = StoreReader.open(small_store[0])
     reads = []
     real = reader.read_chunks
-    monkeypatch.setattr(reader, "read_chunks", lambda cs: reads.extend(cs) or real(cs))
+    monkeypatch.setattr(reader, "read_chunks",
+                        lambda cs, **kw: reads.extend(cs) or real(cs, **kw))
     blocks = reader.iter_blocks(0, 0, shuffle_chunks=3, block_rows=32)
     first = next(blocks)
     assert len(first) == 32 and len(reads) == 3  # only the shuffle buffer was read
@@ -229,10 +231,14 @@ def test_corrupt_shard_raises(small_store, where):
 def test_missing_shard_file_raises(small_store):
     path, _ = small_store
     (path / "seed" / "c" / "1").unlink()
+    with pytest.raises(StoreError, match=r"shard\(s\) 1 are marked complete but 1 of their "
+                       r"objects are missing \(first: seed/c/1\)"):
+        StoreReader.open(path)
+    # Opened without the object check, the read itself still refuses the fill values.
     with pytest.raises(
         CorruptShardError, match="shard 1 is marked complete but has no data for seed"
     ):
-        StoreReader.open(path).read(256, 260)
+        StoreReader.open(path, check_files=False).read(256, 260)
 
 
 def test_reader_pickles_as_path(small_store):
@@ -240,3 +246,29 @@ def test_reader_pickles_as_path(small_store):
     clone = pickle.loads(pickle.dumps(reader))
     np.testing.assert_array_equal(clone.read(10, 20).seed, reader.read(10, 20).seed)
     assert clone.spec == reader.spec
+
+
+# ---- format version 1 --------------------------------------------------------------------------
+
+V1_STORE = Path(__file__).resolve().parent / "data" / "v1_store"
+
+
+def test_version_1_store_still_reads(tmp_path):
+    """A store written by the version-1 writer (committed in tests/store/data, with the rows
+    it was given): opens, reads and streams the same rows, without crop checksums; only a
+    reader writes nothing to it, and the version-2 writer refuses to resume it."""
+    path = shutil.copytree(V1_STORE, tmp_path / "v1.zarr")
+    want = np.load(V1_STORE.parent / "v1_rows.npz")
+    reader = StoreReader.open(path, num_classes=12)
+    assert reader.spec.format_version == 1 and not reader.spec.has_crop_checksum
+    assert reader.manifest_ids()[:2] == ("utt0000000", "utt0000001")
+    got = reader.read(0, 40)
+    assert got.crop_checksum is None and got.features is None
+    assert sorted(got.arrays()) == sorted(want.files)
+    for name in want.files:
+        assert np.array_equal(got.arrays()[name], want[name]), name
+    streamed = RowBlock.concat(list(reader.iter_blocks(0, 0, block_rows=7)))
+    assert sorted(streamed.seed.tolist()) == sorted(want["seed"].tolist())
+    with pytest.raises(StoreError, match="has cache format version 1 but this entkd writes "
+                                         "version 2"):
+        StoreWriter.open(path)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 
-from store import RowBlock, StoreError, StoreSpec, TeacherInfo, check_block
-from store.schema import FORMAT_VERSION, SEED_FILL, check_format, validate_block
+from store import FeatureInfo, RowBlock, StoreError, StoreSpec, TeacherInfo, check_block
+from store.schema import FORMAT_VERSION, SEED_FILL, check_format, root_attrs, validate_block
 from store.synthetic import synthetic_rows
 
 OFFSET = 5000
@@ -68,6 +69,52 @@ def test_attrs_round_trip(make_spec):
     assert back.temperatures == (0.5, 3.0)
 
 
+def test_version_2_attrs_round_trip(make_spec):
+    """Stored features, the teacher's epochs and class names survive to_attrs/from_attrs;
+    the optional blocks are absent (not null) when unset; version-1 attrs read as v1."""
+    labels = tuple(f"spk{i}" for i in range(50))
+    teacher = TeacherInfo("x", "0", 50, 32.0, 0.2, "am", epoch=3, epochs=8,
+                          teacher_labels=labels)
+    spec = dataclasses.replace(make_spec(), teacher=teacher,
+                               features=FeatureInfo(frames=198))
+    attrs = spec.to_attrs()
+    assert attrs["features"]["frames"] == 198 and attrs["teacher"]["teacher_labels"][1] == "spk1"
+    back, _ = StoreSpec.from_attrs(json.loads(json.dumps(attrs)), spec.manifest_ids)
+    assert back == spec and back.teacher.complete is False
+    plain = make_spec().to_attrs()
+    assert "features" not in plain and "teacher_labels" not in plain["teacher"]
+    old, _ = StoreSpec.from_attrs(plain, format_version=1)
+    assert old.format_version == 1 and [d.name for d in old.array_defs()][:4] == \
+        ["utt", "start", "seed", "label"]
+    names = [d.name for d in spec.array_defs()]
+    assert names[3] == "crop_checksum" and names[-1] == "features"
+    assert spec.bytes_per_row_raw() == make_spec().bytes_per_row_raw() + 2 * 198 * 80
+    with pytest.raises(StoreError, match="teacher_labels names 2 classes, the teacher has 50"):
+        TeacherInfo("x", "0", 50, 32.0, 0.2, teacher_labels=("a", "b"))
+    with pytest.raises(StoreError, match="stored features need cache format version 2"):
+        dataclasses.replace(spec, format_version=1)
+
+
+def test_crop_checksum_and_features_invariants(make_spec):
+    spec = dataclasses.replace(make_spec(), features=FeatureInfo(frames=3, mel_bins=4))
+    block = synthetic_rows(spec, 0, 20)
+    assert block.features.shape == (20, 3, 4) and block.crop_checksum.dtype == np.int32
+    validate_block(block, spec)
+    bad = dataclasses.replace(block, crop_checksum=block.crop_checksum.copy(),
+                              features=block.features.copy())
+    bad.crop_checksum[4] = -7
+    bad.features[9, 2, 1] = np.inf
+    _, problems = check_block(bad, spec)
+    assert "crop_checksum is negative (checksums are 31-bit) at row 4" in problems
+    assert "features are not finite in float16 at row 9" in problems
+    _, problems = check_block(dataclasses.replace(block, features=None), spec, features=False)
+    assert problems == []
+    with pytest.raises(StoreError, match="features missing"):
+        validate_block(dataclasses.replace(block, features=None), spec)
+    with pytest.raises(StoreError, match="crop_checksum given but the store has no such array"):
+        validate_block(block, dataclasses.replace(make_spec(), format_version=1))
+
+
 def test_temperature_index_and_topk(make_spec):
     spec = make_spec(temperatures=(1.0, 2.0, 4.0))
     assert spec.temperature_index(2) == 1
@@ -81,12 +128,21 @@ def test_temperature_index_and_topk(make_spec):
         spec.check_topk(9)
 
 
-def test_check_format():
-    check_format({"format": "entkd-teacher-cache", "format_version": FORMAT_VERSION}, "x")
+def test_check_format(make_spec):
+    assert check_format({"format": "entkd-teacher-cache", "format_version": 1}, "x") == 1
+    attrs = root_attrs(make_spec(), "test", "now")
+    assert check_format(attrs, "x") == FORMAT_VERSION == 2
+    edited = {**attrs, "spec": {**attrs["spec"], "temperatures": [1.0, 4.0]}}
+    with pytest.raises(StoreError, match="x/zarr.json: the 'spec' attribute block does not "
+                       "match its checksum 'spec_sha256'"):
+        check_format(edited, "x")
+    with pytest.raises(StoreError, match="this entkd writes version 2"):
+        check_format({"format": "entkd-teacher-cache", "format_version": 1}, "x", versions=(2,))
     with pytest.raises(
-        StoreError, match="x has cache format version 2 but this entkd reads version 1"
+        StoreError, match="x has cache format version 3 but this entkd reads version 1 or 2"
     ):
-        check_format({"format": "entkd-teacher-cache", "format_version": 2}, "x")
+        check_format({"format": "entkd-teacher-cache", "format_version": FORMAT_VERSION + 1},
+                     "x")
     with pytest.raises(StoreError, match="x is not an entkd cache store"):
         check_format({}, "x")
 
@@ -156,7 +212,7 @@ def test_structure_problems(make_spec):
         validate_block(dataclasses.replace(block, label=block.label.astype(float)), spec)
     with pytest.raises(StoreError, match="embedding missing"):
         validate_block(block, make_spec(embedding_dim=3))
-    with pytest.raises(StoreError, match="embedding given but the store has embedding_dim=0"):
+    with pytest.raises(StoreError, match="embedding given but the store has no such array"):
         validate_block(dataclasses.replace(block, embedding=np.zeros((10, 3))), spec)
     wide = block.utt.astype(np.int64)
     wide[4] = 2**40

@@ -1,0 +1,37 @@
+"""scripts/bench_kernels.py: its numpy baseline computes what the kernel computes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stage2_student.kernels import teacher_probs
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_kernels.py"
+
+
+@pytest.fixture(scope="module")
+def bench(request: pytest.FixtureRequest):
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling benchlib, as when run as a file
+    spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    request.addfinalizer(monkeypatch.undo)
+    return module
+
+
+@pytest.mark.parametrize("k_prime,t", [(64, 2.0), (32, 2.0), (0, 1.0), (7, 0.5)])
+def test_numpy_baseline_matches_the_kernel(bench, k_prime: int, t: float):
+    # The kernel is tested against a float64 per-row reference (tests/stage2_student).
+    target, topk, tail = bench.synthetic_rows(2000, bench.K, seed=3)
+    # One thread: starting Numba's OpenMP team here would change torch's CPU arithmetic in
+    # later tests of this process (tests/speaker/test_dataset.py compares waves bit for bit).
+    want = teacher_probs(target, topk, tail, k_prime, t, parallel=False)
+    got = bench.numpy_buckets(target, topk, tail, k_prime, t)
+    for name in ("binary", "nontarget", "full"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-6,
+                                   err_msg=name)
