@@ -154,6 +154,8 @@ TEACHER_EMBED_DIM = "{teacher-embed-dim}"  # resolved when the run starts, from 
 class Options:
     """Which optional flags the installed CLIs have (the plan adapts, the report says so)."""
 
+    kd_weight: bool
+
     def __init__(self) -> None:
         import subprocess
 
@@ -161,10 +163,7 @@ class Options:
             return subprocess.run([sys.executable, "-m", *module, "--help"], capture_output=True,
                                   text=True, cwd=ROOT).stdout
 
-        train, dump = helptext("stage2_student.train"), helptext("stage1_teacher.dump")
-        self.online = "--online-teacher" if "--online-teacher" in train else "--teacher"
-        self.kd_weight = "--kd-weight" in train
-        self.store_features = "--store-features" in dump
+        self.kd_weight = "--kd-weight" in helptext("stage2_student.train")
 
 
 class Plan:
@@ -250,7 +249,7 @@ class Plan:
             "--train", str(train), *self.aug, "--views-per-utt", str(views),
             "--crop-seconds", str(s.crop_seconds), "--topk", k, "--temperatures", "1,2,4",
             *(["--embeddings"] if embeddings else []),
-            *(["--store-features"] if self.opts.store_features else []),
+            "--store-features",  # the many students read fbank instead of replaying crops
             "--out", str(self.work(name) / "logits.zarr")], (teacher, *deps),
             est_s=COST["start"] + rows * (COST["teacher_forward"] + COST["replay"]),
             meta={"section": section, "views": views, "topk": label, "teacher": teacher,
@@ -273,7 +272,7 @@ class Plan:
                 "--train", str(train or self.train), *self.aug, "--arch", arch,
                 *[a for o in opts for a in ("--arch-opt", o)], *LOSSES[loss],
                 *(["--topk", str(topk)] if topk is not None else []),
-                *([self.opts.online, str(self.work(online) / "model.pt")] if online else []),
+                *(["--online-teacher", str(self.work(online) / "model.pt")] if online else []),
                 *STUDENT_RECIPE, "--epochs", str(epochs), "--batch-size", str(s.student_batch),
                 "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
         crops = epochs * views * self.utterances * share
