@@ -176,6 +176,14 @@ class Report:
                  f"{self.settings['lanes']} at a time).")
         self.summary.update(runs_finished=done, runs_planned=len(self.r.res),
                             measured_minutes=round(wall / 60, 1), quick=quick)
+        stale = [n for n, r in self.r.res.items() if r is not None and r["kind"] == "student"
+                 and r.get("teacher_sha256") != (self.r.get(r["meta"]["cache"]) or {}).get(
+                     "teacher_sha256")]
+        if stale:
+            self.add(f"- **Warning**: {len(stale)} students learnt from an earlier dump of their "
+                     "cache (its teacher was retrained since, e.g. in a session without the "
+                     "working folder); delete their result.json files and rerun: "
+                     + ", ".join(stale) + ".")
         corpus = self.r.get("corpus")
         if corpus is not None:
             c = corpus["corpus"]

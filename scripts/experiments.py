@@ -409,6 +409,9 @@ class Experiment:
         res = self._base(run, wall, cpu)
         work = self.layout.work(run.name)
         if run.kind in ("teacher", "student"):
+            if run.kind == "student":  # which teacher's cache it learnt from (see the report)
+                dump = self.layout.result(run.meta["cache"]) or {}
+                res["teacher_sha256"] = dump.get("teacher_sha256")
             write_json(self.layout.trained(run.name), res)  # evaluated when the lanes are idle
             return
         if run.kind == "corpus":
@@ -427,6 +430,7 @@ class Experiment:
             res["rows"] = info["written_rows"]
             res["k"] = info["spec"]["k"]
             res["classes"] = info["spec"]["num_classes"]
+            res["teacher_sha256"] = info["spec"]["teacher"]["checkpoint_sha256"]
             res["stored_bytes"] = info["stored_bytes"]
             res["soft_label_bytes"] = sum(a["stored_bytes"] for a in info["arrays"]
                                           if a["name"] in SOFT_LABEL_ARRAYS)
