@@ -140,7 +140,7 @@ STUDENT_RECIPE = ["--optimizer", "adamw"]  # a few hundred steps: docs/recipe_sw
 # Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
 # each pass over the test set shared by the models evaluated together (about 15 passes).
 COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_crop": 0.026,
-        "teacher_forward": 0.003, "replay": 0.004, "start": 8.0, "corpus_utt": 0.03,
+        "teacher_forward": 0.0075, "replay": 0.004, "start": 8.0, "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
 
@@ -251,7 +251,8 @@ class Plan:
             *(["--embeddings"] if embeddings else []),
             "--store-features",  # the many students read fbank instead of replaying crops
             "--out", str(self.work(name) / "logits.zarr")], (teacher, *deps),
-            est_s=COST["start"] + rows * (COST["teacher_forward"] + COST["replay"]),
+            # the crops are rendered by a worker while the teacher runs: mostly overlapped
+            est_s=COST["start"] + rows * (COST["teacher_forward"] + COST["replay"] / 4),
             meta={"section": section, "views": views, "topk": label, "teacher": teacher,
                   "train_share": share}))
 
