@@ -19,10 +19,13 @@ temperature. Merging assumes:
 
 1. a class in teacher m's tail has probability ``R_m / (C - 1 - k_m)`` under m (its tail mass
    ``R_m`` spread evenly: never more than its smallest top-k probability, as the truth);
-2. the classes no teacher keeps (outside the union U of targets and top-k's) carry, at each
-   T, ``mean_m`` of teacher m's own tempered tail sum ``sum p_m(c)^(1/T)``, scaled by the
-   fraction of m's tail that lies outside U -- exact for one teacher, and for T = 1 equal to
-   what (1) gives.
+2. the classes no teacher keeps (outside the union U of targets and top-k's) share the
+   ensemble's mass there, and at T != 1 their tempered sum ``sum p(c)^(1/T)`` is that of
+   the mass spread evenly times ``rho(T)``, the mean over teachers (weighted by their mass
+   outside U) of how much more peaked each teacher's own tail is (its exact tempered tail
+   sum, known from ``tail_lse``, over its tail mass spread evenly). Exact for one teacher (or identical ones), and at T = 1
+   equal to what (1) gives. (Taking instead the mean of the teachers' tempered tails
+   doubled the error at T = 2, 4 in scripts/measure_merge.py: averaging flattens tails.)
 
 The merged top-k is the k largest ensemble probabilities among U's non-targets (a class
 outside U can never rank above one inside it under (1)); the tail is the rest of U plus the
@@ -80,7 +83,8 @@ def merge_rows(blocks: Sequence[RowBlock], num_classes: int, temperatures: Seque
     cand = np.concatenate([first.label[:, None].astype(np.int64)]
                           + [b.topk_index.astype(np.int64) for b in blocks], axis=1)
     logp = np.empty((m, rows, cand.shape[1]))
-    outside = np.empty((m, rows, len(temperatures)))  # m's tempered tail mass outside U
+    log_mass_out = np.empty((m, rows))  # log of m's mass (T = 1) outside U
+    log_peak = np.empty((m, rows, len(temperatures)))  # log rho_m(T), assumption (2)
     order = np.argsort(cand, axis=1, kind="stable")
     sorted_cand = np.take_along_axis(cand, order, 1)
     dup_sorted = np.zeros_like(sorted_cand, dtype=bool)
@@ -98,11 +102,12 @@ def merge_rows(blocks: Sequence[RowBlock], num_classes: int, temperatures: Seque
         logp[i] = np.where(in_topk, exact, log_uniform[:, None])
         logp[i][:, 0] = lp_target  # top-k lists never hold the target: only column 0 is it
         in_tail_of_i = (unique & ~in_topk & (cand != first.label[:, None])).sum(1)
-        share_outside = (n_tail - in_tail_of_i) / max(n_tail, 1)  # assumption (2)
-        for j, t in enumerate(temperatures):
-            tempered_tail = block.tail_lse[:, j].astype(np.float64) - z / t
-            with np.errstate(divide="ignore"):
-                outside[i, :, j] = tempered_tail + np.log(share_outside)
+        with np.errstate(divide="ignore", invalid="ignore"):  # -inf - -inf: an empty tail
+            log_mass_out[i] = log_r + np.log((n_tail - in_tail_of_i) / max(n_tail, 1))
+            for j, t in enumerate(temperatures):
+                # rho = sum over m's tail of p^(1/T), relative to the same mass spread evenly
+                log_even = np.log(max(n_tail, 1)) + (log_r - np.log(max(n_tail, 1))) / t
+                log_peak[i, :, j] = block.tail_lse[:, j] - z / t - log_even
     logp_ens = np.logaddexp.reduce(logp, axis=0) - np.log(m)
     shift = np.mean([p[0] for p in parts], axis=0)  # mean log-normaliser
     zhat = logp_ens + shift[:, None]
@@ -118,12 +123,22 @@ def merge_rows(blocks: Sequence[RowBlock], num_classes: int, temperatures: Seque
     np.put_along_axis(kept, top_cols, True, 1)
     kept[:, 0] = True
     rest = unique & ~kept
-    outside_mean = np.logaddexp.reduce(outside, axis=0) - np.log(m)  # [rows, T]
+    n_out = num_classes - unique.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mass_out = np.logaddexp.reduce(log_mass_out, axis=0) - np.log(m)
+        # rho(T): teachers weighted by the mass they put outside U (none: no weight)
+        weighted = np.where(np.isfinite(log_mass_out)[:, :, None],
+                            log_mass_out[:, :, None] + log_peak, -np.inf)
+        peak = (np.logaddexp.reduce(weighted, axis=0)
+                - np.logaddexp.reduce(log_mass_out, axis=0)[:, None])
+        log_n_out = np.log(n_out)
     tail_lse = np.empty((rows, len(temperatures)))
     for j, t in enumerate(temperatures):
         in_u = np.logaddexp.reduce(np.where(rest, logp_ens / t, -np.inf), axis=1)
-        with np.errstate(divide="ignore"):
-            tail_lse[:, j] = np.logaddexp(in_u, outside_mean[:, j]) + shift / t
+        with np.errstate(divide="ignore", invalid="ignore"):
+            outside = np.where(n_out > 0, log_n_out + (mass_out - log_n_out) / t + peak[:, j],
+                               -np.inf)
+            tail_lse[:, j] = np.logaddexp(in_u, outside) + shift / t
     return RowBlock(
         utt=first.utt, start=first.start, seed=first.seed, label=first.label,
         target_logit=zhat[:, 0].astype(np.float32),
