@@ -2,8 +2,9 @@
 ``config.yaml``) from an entkd model loads back into a teacher whose logits are that model's
 own ``scale * cos``; what does not map onto entkd is refused with one line.
 
-The independent check is entkd's own forward (no wespeaker implementation is installed
-here; scripts/check_wespeaker_keys.py compares against wespeaker's source when available).
+The reference is entkd's own forward with wespeaker's pooling variance floor (no wespeaker
+implementation is installable here without its toolkit; scripts/check_wespeaker.py compares
+against wespeaker's own source given a checkout).
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from speaker.errors import UserError
 from speaker.models import build
 from speaker.models.ecapa_tdnn import ECAPATDNN
 from speaker.models.heads import AAMSoftmax
+from speaker.models.pooling import ASTP, TSTP
 from speaker.teacher import load_teacher
 
 SPEAKERS = ["spk_c", "spk_a", "spk_b"]
+
+
+def wespeaker_eps(model: torch.nn.Module) -> torch.nn.Module:
+    """The reference with wespeaker's pooling floor (1e-7), which the loader must set."""
+    for m in model.modules():
+        if isinstance(m, TSTP | ASTP):
+            m.eps = 1e-7
+    return model
 
 
 def randomize_norms(model: torch.nn.Module, seed: int) -> None:
@@ -99,7 +109,7 @@ def test_resnet34_logits_are_the_models_own(resnet) -> None:
     feats = torch.randn(3, 120, 80, generator=torch.Generator().manual_seed(2))
     logits, emb = teacher(feats)
     with torch.no_grad():
-        expected_emb = model(feats)
+        expected_emb = wespeaker_eps(model)(feats)
         expected = 32.0 * torch.nn.functional.linear(
             torch.nn.functional.normalize(expected_emb),
             torch.nn.functional.normalize(head.weight))
@@ -126,7 +136,7 @@ def test_ecapa_glob_c512_logits_are_the_models_own(tmp_path: Path) -> None:
     feats = torch.randn(2, 90, 80, generator=torch.Generator().manual_seed(4))
     logits, _ = teacher(feats)
     with torch.no_grad():
-        expected = head.cosine_logits(model(feats))
+        expected = head.cosine_logits(wespeaker_eps(model)(feats))
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)
     assert (teacher.scale, teacher.margin, teacher.margin_kind) == (30.0, 0.3, "am")
     # wespeaker's speed perturbation: each speed is a block of new classes
