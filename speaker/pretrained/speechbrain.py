@@ -82,7 +82,13 @@ class SpeechBrainFbank(nn.Module):
         self.register_buffer("mel_matrix", matrix.contiguous(), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        stft = torch.stft(wave.float(), self.n_fft, self.hop, self.win, self.window, center=True,
+        # float32 as speechbrain's fwd_default_precision: under CUDA autocast the mel matmul
+        # would run in float16, whose range ends above the 1e-10 floor (log10(0) = -inf).
+        with torch.autocast(wave.device.type, enabled=False):
+            return self._features(wave.float())
+
+    def _features(self, wave: torch.Tensor) -> torch.Tensor:
+        stft = torch.stft(wave, self.n_fft, self.hop, self.win, self.window, center=True,
                           pad_mode="constant", normalized=False, onesided=True,
                           return_complex=True)
         power = torch.view_as_real(stft).pow(2).sum(-1).transpose(1, 2)  # [B, frames, bins]

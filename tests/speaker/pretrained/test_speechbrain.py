@@ -19,7 +19,7 @@ from speaker.data import LabelMap, Manifest
 from speaker.dataset import ViewRenderer
 from speaker.recipe import DataPaths
 from speaker.teacher import load_teacher
-from stage1_teacher import dump
+from stage1_teacher import dump, verify
 from store import StoreReader
 
 sb_ecapa = pytest.importorskip("speechbrain.lobes.models.ECAPA_TDNN")
@@ -142,7 +142,7 @@ def test_logits_equal_speechbrains_own(teacher_dir: Path, tmp_path: Path) -> Non
 
 
 def test_dump_caches_speechbrains_logits(teacher_dir: Path, toy_corpus: Path, tmp_path: Path,
-                                        dump_args: list[str]) -> None:
+                                        dump_args: list[str], run_main) -> None:
     out = tmp_path / "sb.zarr"
     dump.cli.main(["--teacher", f"speechbrain:{teacher_dir}", "--data", str(toy_corpus),
                    "--out", str(out), *dump_args], standalone_mode=False)
@@ -169,6 +169,9 @@ def test_dump_caches_speechbrains_logits(teacher_dir: Path, toy_corpus: Path, tm
     topk = np.take_along_axis(expected, block.topk_index[rows].astype(np.int64), axis=1)
     np.testing.assert_allclose(block.topk_logit[rows].astype(np.float32), topk,
                                rtol=2e-3, atol=2e-2)  # fp16 at |logit| <= 30: ulp 1/64
+    checked = run_main(verify.main, [str(out), "--teacher", f"speechbrain:{teacher_dir}",
+                                     "--data", str(toy_corpus), "--rows", "24"])
+    assert checked.exit_code == 0, checked.stdout + checked.stderr
 
 
 def test_unknown_speakers_refused_or_dropped(toy_corpus: Path, tmp_path: Path,
