@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from speaker.errors import UserError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from speaker.teacher import Teacher
 
 PREFIXES = ("speechbrain", "wespeaker")
@@ -65,7 +67,7 @@ def read_yaml(path: Path, loader: type | None = None) -> dict:
 
     try:
         with path.open(encoding="utf-8") as f:
-            data = yaml.load(f, Loader=loader or yaml.SafeLoader)  # noqa: S506 (safe loaders)
+            data = yaml.load(f, Loader=loader or yaml.SafeLoader)  # SafeLoader or a subclass
     except (OSError, yaml.YAMLError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot read {path}: {first}") from None
@@ -92,7 +94,7 @@ def load_state(path: Path) -> dict:
     return state
 
 
-def load_into(module, state: dict, where: Path) -> None:
+def load_into(module: nn.Module, state: dict, where: Path) -> None:
     """``load_state_dict(strict=True)`` with one line naming a few keys that do not fit."""
     try:
         module.load_state_dict(state, strict=True)
