@@ -180,3 +180,70 @@ def test_speaker_list_must_match_the_head(resnet) -> None:
     (path / "speakers.txt").write_text("a\nb\n")
     with pytest.raises(UserError, match="2 speakers x 1 speeds, but the head has 3 classes"):
         load_teacher(f"wespeaker:{path}")
+
+
+@pytest.fixture
+def toy_resnet(tmp_path: Path, toy_corpus: Path):
+    """A wespeaker ResNet34 over the toy corpus's speakers (class order reversed)."""
+    from speaker.data import Manifest
+
+    speakers = Manifest.read(toy_corpus / "train" / "manifest.jsonl").speakers[::-1]
+    torch.manual_seed(0)
+    model = build("resnet34", base_width=4, embed_dim=16).eval()
+    randomize_norms(model, 5)
+    head = AAMSoftmax(16, len(speakers), scale=32.0, margin=0.2)
+    path = write_wespeaker(tmp_path / "r34", "ResNet34",
+                           {"feat_dim": 80, "embed_dim": 16, "pooling_func": "TSTP"},
+                           wespeaker_resnet_keys(model.state_dict(), (3, 4, 6, 3)), head,
+                           speakers=speakers)
+    return path, wespeaker_eps(model), head, speakers
+
+
+def test_dump_through_wespeaker(toy_resnet, toy_corpus: Path, tmp_path: Path,
+                                dump_args: list[str]) -> None:
+    import numpy as np
+
+    from speaker.augment import AugmentConfig
+    from speaker.data import LabelMap
+    from speaker.dataset import ViewRenderer
+    from speaker.recipe import DataPaths
+    from stage1_teacher import dump
+    from store import StoreReader
+
+    path, model, head, speakers = toy_resnet
+    out = tmp_path / "w.zarr"
+    dump.cli.main(["--teacher", f"wespeaker:{path}", "--data", str(toy_corpus), "--out",
+                   str(out), *dump_args], standalone_mode=False)
+    reader = StoreReader.open(out)
+    spec, block = reader.spec, reader.read(0, 24)
+    assert spec.label_map == {"speakers": speakers, "speeds": [1.0]}
+    assert spec.teacher.arch == "wespeaker:ResNet34" and spec.extra["frontend"]["sample_rate"]
+    paths = DataPaths(data=toy_corpus)
+    render = ViewRenderer(paths.train_manifest(), LabelMap.from_dict(spec.label_map),
+                          spec.crop_samples, AugmentConfig.from_dict(spec.augment),
+                          paths.noise_bank(spec.sample_rate))
+    feats = torch.stack([render(int(u), int(s), int(d))[0]
+                         for u, s, d in zip(block.utt, block.start, block.seed, strict=True)])
+    with torch.no_grad():
+        logits = head.cosine_logits(model(feats)).numpy()
+    rows = np.arange(len(block))
+    np.testing.assert_allclose(block.target_logit, logits[rows, block.label], atol=1e-4)
+    np.testing.assert_allclose(block.topk_logit.astype(np.float32),
+                               np.take_along_axis(logits, block.topk_index.astype(int), 1),
+                               rtol=2e-3, atol=2e-2)
+
+
+def test_dump_refuses_another_sample_rate(toy_resnet, toy_corpus: Path, tmp_path: Path,
+                                          dump_args: list[str], run_main) -> None:
+    from stage1_teacher import dump
+
+    path, *_ = toy_resnet
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    config["dataset_args"]["resample_rate"] = 8000
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "w.zarr"
+    result = run_main(dump.main, ["--teacher", f"wespeaker:{path}", "--data", str(toy_corpus),
+                                  "--out", str(out), *dump_args])
+    assert result.exit_code == 2 and len(result.error_lines) == 1
+    assert "expects 8000 Hz" in result.error_lines[0] and not out.exists()
+
