@@ -145,6 +145,9 @@ def plan_rows(teacher: Teacher, teacher_spec: str, manifest: Manifest, config: D
     old = None if views_from is None else OldViews.read(views_from, manifest)
     if old is not None:
         config = old.config(config)
+        log.info("relabelling the %d rows of %s (views: seed %d, %d per utterance, %.3g s crops)",
+                 len(old.utt), views_from, config.seed, config.views_per_utt,
+                 config.crop_seconds)
     if options.teacher_labels is not None:
         teacher = with_label_list(teacher, options.teacher_labels, config.augment.speeds)
     mapping = map_speakers(teacher.label_map, manifest, config.augment.speeds,
