@@ -145,6 +145,7 @@ def merge_rows(blocks: Sequence[RowBlock], num_classes: int, temperatures: Seque
         topk_index=np.take_along_axis(cand, top_cols, 1).astype(first.topk_index.dtype),
         topk_logit=topk_logit.astype(np.float16),
         tail_lse=tail_lse.astype(np.float32),
+        crop_checksum=first.crop_checksum, features=first.features,  # the same views
     )
 
 
@@ -199,9 +200,13 @@ def merge(paths: Sequence[Path], out: Path, k: int | None = None) -> StoreSpec:
     try:
         for shard in range(spec.num_shards):
             start, stop = spec.shard_range(shard)
-            blocks = [r.read(start, stop) for r in readers]
+            blocks = [r.read(start, stop, features=i == 0 and first.features is not None)
+                      for i, r in enumerate(readers)]
+            if blocks[0].crop_checksum is None:
+                raise UserError(f"{paths[0]} is a format-1 cache without crop checksums; "
+                                "dump it again before merging")
             for block, path in zip(blocks[1:], paths[1:], strict=True):
-                for name in ("utt", "start", "seed", "label"):
+                for name in ("utt", "start", "seed", "label", "crop_checksum"):
                     if not np.array_equal(getattr(block, name), getattr(blocks[0], name)):
                         raise UserError(f"{path}: rows {start}..{stop - 1} are other views than "
                                         f"{paths[0]}'s ({name} differs); merge only caches of "
