@@ -9,7 +9,9 @@ without margin, and optionally to embeddings. Accepted specs:
 - a TorchScript file (``*.ts``/``*.jit``/any file ``torch.jit.load`` accepts) whose
   forward returns logits or ``(logits, embeddings)``;
 - ``package.module:factory``: a zero-argument callable returning such an
-  ``nn.Module`` (an external teacher wrapped in a few lines of Python).
+  ``nn.Module`` (an external teacher wrapped in a few lines of Python);
+- ``speechbrain:DIR`` / ``wespeaker:DIR``: a pretrained model in its own file layout
+  (:mod:`speaker.pretrained`), with its own scale, margin, speaker list and front-end.
 
 A WavLM+ECAPA teacher trained here is an ordinary checkpoint (arch
 ``wavlm_ecapa``) and is fed waveforms because its model says ``input_kind="wave"``.
@@ -39,6 +41,8 @@ from torch import nn
 from speaker.errors import UserError
 from speaker.margin import MARGIN_KINDS, LogitMargin
 from speaker.models.checkpoint import load_checkpoint
+from speaker.pretrained import is_pretrained_spec, load_pretrained
+from speaker.pretrained.frontend import Frontend
 
 
 class _CheckpointTeacher(nn.Module):
@@ -66,6 +70,7 @@ class Teacher:
     margin_kind: str = "aam"  # "aam" | "am" | "none": the head the logits come from
     epoch: int | None = None  # epochs trained / planned, when the source records them
     epochs: int | None = None
+    frontend: Frontend | None = None  # pretrained teachers: input they were trained on
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -104,9 +109,12 @@ def _state_sha256(module: nn.Module) -> str:
 
 
 def load_teacher(spec: str, device: str = "cpu") -> Teacher:
-    """Resolve ``spec`` (checkpoint, TorchScript file or ``module:factory``) to a Teacher."""
+    """Resolve ``spec`` (checkpoint, TorchScript file, ``module:factory``,
+    ``speechbrain:DIR`` or ``wespeaker:DIR``) to a Teacher."""
     path = Path(spec)
-    if path.is_file():
+    if is_pretrained_spec(spec):
+        teacher = load_pretrained(spec)
+    elif path.is_file():
         try:
             loaded = load_checkpoint(path)
             checkpoint_error = None

@@ -101,24 +101,26 @@ class ViewRows(Dataset):
     """Row index -> dict of teacher input ``x``, ``label``, ``utt``, ``start``, ``seed``,
     ``crop_checksum`` (and the student ``features`` when asked), replayable from the row.
 
-    Row ``r`` holds a view of utterance ``row_order(N, run_seed)[r] // views_per_utt``:
-    views in a seeded random order, so stored chunks mix speakers.
+    Row ``r`` holds a view of utterance ``utts[row_order(N, run_seed)[r] // views_per_utt]``:
+    views in a seeded random order, so stored chunks mix speakers. ``utts`` (default: all)
+    are the manifest indices dumped, e.g. without speakers a pretrained teacher lacks.
     """
 
     def __init__(self, render: ViewRenderer, views_per_utt: int, run_seed: int,
-                 store_features: bool = False):
+                 utts: np.ndarray | None = None, store_features: bool = False):
         self.render = render
         self.views_per_utt = views_per_utt
         self.run_seed = run_seed
         self.store_features = store_features
-        self.order = row_order(len(render.manifest) * views_per_utt, run_seed)
+        self.utts = np.arange(len(render.manifest)) if utts is None else utts
+        self.order = row_order(len(self.utts) * views_per_utt, run_seed)
 
     def __len__(self) -> int:
         return len(self.order)
 
     def view(self, row: int) -> tuple[int, int, int]:
         """-> (utt, start, seed) of ``row``."""
-        utt = int(self.order[row]) // self.views_per_utt
+        utt = int(self.utts[int(self.order[row]) // self.views_per_utt])
         start, seed = draw_view(
             self.run_seed, row, self.render.manifest[utt].num_samples, self.render.crop_samples
         )
@@ -203,6 +205,15 @@ class BackgroundWriter:
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """Options that change which rows are dumped and their labels (see ``row_plan``)."""
+
+    teacher_labels: Path | None = None
+    unknown_speakers: str = "refuse"
+    views_from: Path | None = None
 
 
 def make_spec(
@@ -366,26 +377,30 @@ class ShardSink(Protocol):
 def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, resume: bool,
          batch_size: int, workers: int, threads: int = 0,
          background_writer: Callable[[StoreWriter], ShardSink] = BackgroundWriter,
-         ) -> dict[str, float]:
+         rows: RowOptions | None = None) -> dict[str, float]:
     """Write (or complete) the cache at ``out``; returns timing counters of this rank.
 
     ``threads``: torch threads for the teacher (0: auto, see
     :func:`speaker.training.intra_op_threads`; the previous setting is restored on
-    return). ``background_writer``: what takes whole shards.
+    return). ``background_writer``: what takes whole shards. ``rows``: teacher label list,
+    unknown-speaker policy and ``--views-from`` (:mod:`stage1_teacher.row_plan`).
     """
     ctx = init_distributed()
     previous_threads = torch.get_num_threads()
     intra_op_threads(threads, workers, ctx)
     try:
         return _dump(ctx, teacher_spec, data, config, out, resume, batch_size, workers,
-                     background_writer)
+                     background_writer, rows or RowOptions())
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
           resume: bool, batch_size: int, workers: int,
-          background_writer: Callable[[StoreWriter], ShardSink]) -> dict[str, float]:
+          background_writer: Callable[[StoreWriter], ShardSink],
+          options: RowOptions) -> dict[str, float]:
+    from stage1_teacher.row_plan import plan_rows  # imports this module's ViewRows
+
     teacher = load_teacher(teacher_spec, ctx.device)
     if teacher.epoch is not None and teacher.epochs is not None and teacher.epoch < teacher.epochs:
         log.warning("teacher %s stopped after epoch %d of %d: its soft labels are those of an "
@@ -393,7 +408,8 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
                     "it with stage1_teacher.train --resume first unless that is meant",
                     teacher_spec, teacher.epoch, teacher.epochs)
     manifest = data.train_manifest()
-    label_map = LabelMap.from_manifest(manifest, speeds=config.augment.speeds)
+    plan = plan_rows(teacher, teacher_spec, manifest, config, options)
+    config, teacher, label_map = plan.config, plan.teacher, plan.mapping.label_map
     sample_rate = manifest[0].sample_rate
     check_audio(manifest, sample_rate, "training manifest")
     bank = data.noise_bank(sample_rate)
@@ -402,7 +418,7 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
         manifest, label_map, int(round(config.crop_seconds * sample_rate)), config.augment, bank,
         sample_rate=sample_rate, input_kind=teacher.input_kind,
     )
-    rows = ViewRows(render, config.views_per_utt, config.seed, config.store_features)
+    rows = plan.rows(render)
     embedding_dim = check_teacher(teacher, label_map, rows[0]["x"].unsqueeze(0).to(ctx.device))
     if config.embeddings and embedding_dim == 0:
         raise UserError("--embeddings asked for, but the teacher returns no embeddings")
@@ -412,8 +428,9 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
                     config.topk, label_map.num_classes - 1, label_map.num_classes,
                     label_map.num_classes - 1)
         config = dataclasses.replace(config, topk=label_map.num_classes - 1)
-    spec = make_spec(config, teacher, manifest, label_map, render, bank.content_hash(),
-                     embedding_dim if config.embeddings else 0)
+    spec = plan.adapt_spec(make_spec(config, teacher, manifest, label_map, render,
+                                     bank.content_hash(), embedding_dim if config.embeddings
+                                     else 0), len(rows))
     if ctx.is_main:
         out.parent.mkdir(parents=True, exist_ok=True)
     lock = StoreLock.acquire(out) if ctx.is_main else None
@@ -474,7 +491,23 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
 
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.option("--teacher", "teacher_spec", required=True,
-              help="model.pt from stage1_teacher.train, a TorchScript file, or module:factory.")
+              help="model.pt from stage1_teacher.train, a TorchScript file, module:factory, "
+                   "speechbrain:DIR (e.g. speechbrain:pretrained/spkrec-ecapa-voxceleb) or "
+                   "wespeaker:DIR (e.g. wespeaker:exp/voxceleb_resnet34: avg_model.pt + "
+                   "config.yaml).")
+@click.option("--teacher-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The teacher's class names in class order (one per line, or "
+              "speechbrain's label_encoder.txt) for a teacher that does not carry them, e.g. "
+              "--teacher exp/t.ts --teacher-labels exp/speakers.txt.")
+@click.option("--unknown-speakers", type=click.Choice(["refuse", "drop"]), default="refuse",
+              help="Manifest speakers that are not among the teacher's classes: refuse the dump, "
+                   "or drop their utterances, e.g. --teacher speechbrain:DIR "
+                   "--unknown-speakers drop.")
+@click.option("--views-from", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Relabel the rows (utt, crop, augmentation seed) of this cache with --teacher; "
+                   "the view settings (--views-per-utt, --crop-seconds, --aug-prob, --speeds, "
+                   "--seed, --chunk-rows, --shard-rows) are taken from it, e.g. "
+                   "--views-from exp/logits.zarr --out exp/logits-sb.zarr.")
 @data_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Store path (.zarr).")
 @click.option("--views-per-utt", type=click.IntRange(min=1), default=4,
@@ -507,7 +540,8 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
 @click.option("-v", "--verbose", is_flag=True)
 def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds: str,
         batch_size: int, workers: int, threads: int, resume: bool, verbose: bool,
-        chunk_rows: int | None, shard_rows: int | None, **opts) -> None:
+        chunk_rows: int | None, shard_rows: int | None, teacher_labels: Path | None,
+        unknown_speakers: str, views_from: Path | None, **opts) -> None:
     """Run TEACHER once over augmented training crops and write the logit cache.
 
     \b
@@ -518,6 +552,10 @@ def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds
           --data toy --out exp/logits.zarr --threads 1
       python -m stage1_teacher.dump --teacher mypkg.teachers:wavlm_ecapa --data toy --out w.zarr
       python -m stage1_teacher.dump ... --store-features --out exp/logits.zarr  # no replay
+      python -m stage1_teacher.dump --teacher speechbrain:pretrained/spkrec-ecapa-voxceleb \\
+          --data vox --unknown-speakers drop --out exp/logits-sb.zarr
+      python -m stage1_teacher.dump --teacher wespeaker:exp/voxceleb_resnet34 --data vox \\
+          --views-from exp/logits-sb.zarr --out exp/logits-r34.zarr   # same rows, other teacher
     """
     setup_logging(verbose)
     data = DataPaths.from_options(opts)
@@ -530,7 +568,8 @@ def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds
         **opts,
     )
     stats = dump(teacher_spec, data, config, out, resume=resume, batch_size=batch_size,
-                 workers=workers, threads=threads)
+                 workers=workers, threads=threads,
+                 rows=RowOptions(teacher_labels, unknown_speakers, views_from))
     click.echo(f"wrote {stats['rows']} rows to {out} in {stats['total_s']:.1f} s "
                f"(teacher {stats['forward_s']:.1f} s, waiting for crops {stats['wait_s']:.1f} s, "
                f"writer thread {stats['write_s']:.1f} s)")

@@ -198,7 +198,8 @@ def write_fp16_cache(path: Path, z: torch.Tensor, labels: torch.Tensor) -> Store
                      seed=np.arange(rows, dtype=np.uint64), label=labels.numpy().astype(np.int32),
                      target_logit=cached["target_logit"], topk_index=cached["topk_index"],
                      topk_logit=cached["topk_logit"],
-                     tail_lse=np.full((rows, 3), -np.inf, np.float32))
+                     tail_lse=np.full((rows, 3), -np.inf, np.float32),
+                     crop_checksum=np.zeros(rows, np.int32))
     writer = StoreWriter.create(path, spec)
     writer.write_shard(0, block)
     return StoreReader.open(path, manifest_hash=spec.manifest_hash)
