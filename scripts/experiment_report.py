@@ -435,8 +435,10 @@ class Report:
             self.add(f"| [{name}]({self.rel(plot)}) | {run.meta['teacher']} | "
                      f"{_pct(t)} | {st['rows']} | {st['target_prob_median']:.3f} | {100 * high:.1f} % | "
                      f"{kk} |")
-        self.add("", "Loss ordering under the less-trained teacher (`teacher-weak`) against the "
-                 "main teacher (x-vector, same seeds):", "",
+        self.add("", "Loss ordering under the less-trained teacher (`teacher-weak`, "
+                 f"{self.settings['weak_teacher_epochs']} epochs instead of "
+                 f"{self.settings['teacher_epochs']}; its cache relabels the main cache's crops) "
+                 "against the main teacher (x-vector, same seeds):", "",
                  "| teacher | ce | kd | dkd | dkd − ce [95 %] | dkd − kd [95 %] |",
                  "|---|---|---|---|---|---|")
         n = len(self.r.seeds("xv-ce-weak-s{seed}")) or None

@@ -238,8 +238,9 @@ class Plan:
 
     def dump(self, name: str, teacher: str, train: Path, views: int, topk: int | None,
              deps: tuple[str, ...], share: float, section: list[int],
-             embeddings: bool = False) -> Run:
-        """``topk=None``: every non-target speaker (C-1)."""
+             embeddings: bool = False, views_from: str | None = None) -> Run:
+        """``topk=None``: every non-target speaker (C-1). ``views_from``: relabel that
+        cache's rows (the same crops) instead of drawing views."""
         s = self.size
         rows = views * self.utterances * share
         k = f"{{min(C-1,{topk})}}" if topk is not None else CLASSES_MINUS_ONE
@@ -250,7 +251,9 @@ class Plan:
             "--crop-seconds", str(s.crop_seconds), "--topk", k, "--temperatures", "1,2,4",
             *(["--embeddings"] if embeddings else []),
             "--store-features",  # the many students read fbank instead of replaying crops
-            "--out", str(self.work(name) / "logits.zarr")], (teacher, *deps),
+            *(["--views-from", str(self.work(views_from) / "logits.zarr")] if views_from else []),
+            "--out", str(self.work(name) / "logits.zarr")],
+            (teacher, *deps, *((views_from,) if views_from else ())),
             # the crops are rendered by a worker while the teacher runs: mostly overlapped
             est_s=COST["start"] + rows * (COST["teacher_forward"] + COST["replay"] / 4),
             meta={"section": section, "views": views, "topk": label, "teacher": teacher,
@@ -325,7 +328,8 @@ class Plan:
                          epochs=epochs, views=e)
         # 5. a less confident teacher: fewer epochs; the loss ordering under it
         self.teacher("teacher-weak", s.weak_teacher_epochs, self.train, base, 1.0, [5])
-        self.dump("dump-weak", "teacher-weak", self.train, s.views, s.topk, base, 1.0, [5])
+        self.dump("dump-weak", "teacher-weak", self.train, s.views, s.topk, base, 1.0, [5],
+                  views_from="dump-main")  # the main students' crops, the weak teacher's labels
         for seed in range(s.other_seeds):
             for loss in ("ce", "kd", "dkd"):
                 self.student(f"xv-{loss}-weak-s{seed}", "dump-weak", "xvector", loss, seed, [5],
