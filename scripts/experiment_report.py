@@ -285,7 +285,7 @@ class Report:
         main = self.r.get("dump-main")
         kall = f"C-1 = {main['k']}" if main else "C-1"
         self.add("## 2. Cached vs online KD (x-vector dkd, seed 0, same views)", "",
-                 "Online: the live teacher's full logits on the same replayed crops. Wall time "
+                 "Online: the live teacher's full logits on the same crops. Wall time "
                  "per epoch includes start-up and one-thread training; two runs shared the "
                  "cores at a time.", "",
                  "| teacher signal | EER (%) | EER − online (points) [95 %] | verdict | "
@@ -316,7 +316,8 @@ class Report:
                                                                   round(p["hi"], 3)],
                                 online_epoch_over_cached_epoch=round(ratio, 3))
             promise = verdict(p, "cache", "online") == "within noise"
-            self.add("", f"- The cache's promise (k = 32 within noise of online, at a fraction "
+            self.add("", f"- The cache's promise (k = {s['topk']} within noise of online, at a "
+                     "fraction "
                      f"of the time): EER gap {fmt_paired(p)} points, "
                      f"{'within noise' if promise else '**not** within noise'}; an online epoch "
                      f"takes {ratio:.2f}x a cached one.")
