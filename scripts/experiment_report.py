@@ -23,6 +23,7 @@ import numpy as np
 from benchlib import cores, cpu_name, write_atomic
 from experiment_runs import N_BOOT, Layout, Run
 
+RESUMED = " (resumed after a kill: last attempt only)"
 PAPER_GAIN = 13.67  # % average relative EER gain over embedding-level and conventional KD
 
 
@@ -303,7 +304,7 @@ class Report:
             self.add(f"| {label} | {100 * r['eer']:.2f} | "
                      f"{'' if name.endswith('online-s0') else fmt_paired(p)} | "
                      f"{'' if name.endswith('online-s0') else verdict(p, 'cache', 'online')} | "
-                     f"{r['wall_s_per_epoch']:.1f} |")
+                     f"{r['wall_s_per_epoch']:.1f}{RESUMED if r['resumed'] else ''} |")
         sd = _mean_std([100 * r["eer"] for r in self.r.seeds("xv-dkd-s{seed}")])[1]
         self.add("", f"One seed per row: the seed std of the x-vector dkd EER (section 1) is "
                  f"{sd:.2f} points, for scale; verdicts here rest on the paired bootstrap.")
@@ -467,6 +468,11 @@ class Report:
             return
         c = m["measured"]
         rows, epochs = dump["rows"], cached["meta"]["epochs"]
+        resumed = [r["name"] for r in (dump, cached, online) if r["resumed"]]
+        if resumed:
+            self.add(f"**{', '.join(resumed)} resumed after a kill: the times below count only "
+                     "its last attempt. Delete its result.json (and working folder) and rerun "
+                     "to time it whole.**", "")
         self.add(f"Measured here: one dump (k = {s['topk']}, E = {s['views']}, {rows} rows) "
                  f"{dump['wall_s']:.0f} s; one cached x-vector dkd student ({epochs} epochs) "
                  f"{cached['wall_s']:.0f} s; one online one {online['wall_s']:.0f} s. Teacher "
