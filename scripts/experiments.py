@@ -501,7 +501,7 @@ def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
         total += est
         click.echo(f"{sec:<9}{len(rs):>5}{done:>6}{len(left):>6}{est:>15.1f}")
     models = sum(r.kind in ("teacher", "student") and layout.result(r.name) is None
-                 for r in runs)
+                 and not r.missing for r in runs)
     fbank = COST["eval_passes"] * plan.test_seconds * COST["eval_fbank"] / 60 if models else 0
     click.echo(f"{'test fbank':<27}{fbank:>15.1f}   ({plan.test_seconds / 60:.0f} min of test "
                f"audio, ~{COST['eval_passes']} evaluation passes)")
