@@ -31,6 +31,7 @@ import torch
 from benchlib import cores, cpu_name, write_atomic
 
 from speaker.audio import AudioReader
+from speaker.data import Manifest
 from speaker.evaluation import BATCH_SIZE, evaluate_model, evaluate_models
 from speaker.models.checkpoint import load_checkpoint
 from speaker.recipe import DataPaths
@@ -56,14 +57,21 @@ def demo_models(demo: Path) -> dict[str, Path]:
 @click.option("--batch-size", type=int, default=BATCH_SIZE, show_default=True)
 @click.option("--max-trim", type=float, default=0.0, show_default=True)
 @click.option("--repeats", type=int, default=1, show_default=True)
+@click.option("--speakers", type=int, default=0,
+              help="Only the first N test speakers and the trials among them (0: all).")
 @click.option("--report", type=click.Path(path_type=Path), default=REPORT, show_default=True)
 def main(demo: Path, threads: int, batch_size: int, max_trim: float, repeats: int,
-         report: Path) -> None:
+         speakers: int, report: Path) -> None:
     """Time batch-1 against batched evaluation of a demo's models; write the report."""
     torch.set_num_threads(threads)
     paths = demo_models(demo)
     models = {name: load_checkpoint(p).model for name, p in paths.items()}
     manifest, trials = DataPaths.from_options({"data": demo / "toy"}).test_set()
+    if speakers:
+        keep = set(sorted({u.speaker for u in manifest})[:speakers])
+        manifest = Manifest([u for u in manifest if u.speaker in keep])
+        ids = set(manifest.ids)
+        trials = [t for t in trials if t.enroll in ids and t.test in ids]
     reader = AudioReader(manifest[0].sample_rate)
     wall: dict[str, list[float]] = {"batch1": [], "batched": []}
     eers: dict[str, dict[str, float]] = {}
@@ -90,7 +98,7 @@ def main(demo: Path, threads: int, batch_size: int, max_trim: float, repeats: in
         "# Batched evaluation against batch 1",
         "",
         f"`python scripts/bench_eval.py --demo {demo} --threads {threads} --batch-size "
-        f"{batch_size} --max-trim {max_trim} --repeats {repeats}` on "
+        f"{batch_size} --max-trim {max_trim} --repeats {repeats} --speakers {speakers}` on "
         f"{datetime.now(UTC):%Y-%m-%d}: {cpu_name()}, {cores()} cores, torch {torch.__version__}, "
         f"{threads} torch threads. The machine was shared with other jobs, so both columns are "
         "inflated alike (the modes alternate within the run).",

@@ -71,11 +71,16 @@ class DemoSize:
     student_seed: int = 0
 
 
+# Time budget of the full size on 2 idle cores (one-thread step times measured on this
+# machine, batch 64: x-vector 2.8 ms per 1-s crop, ResNet34 22 ms, CAM++ 12 ms, ECAPA C=256
+# 11 ms per 2-s crop; crop replay + fbank ~4 ms per 1-s crop): corpus ~30 s, teacher
+# (150 steps) ~250 s, dump + verifies ~40 s, students ~540 s on two lanes (~350 s with
+# STORE_FEATURES, which drops the replay), evaluation ~40 s.
 SIZES = {
     "full": DemoSize(speakers=200, utts_per_speaker=8, test_speakers=60, test_utts_per_speaker=8,
                      session_variation=0.7, teacher_epochs=6, views_per_utt=2,
                      crop_seconds=1.0, topk=32,
-                     student_epochs={"xvector": 6, "resnet34": 3, "campp": 4},
+                     student_epochs={"xvector": 5, "resnet34": 2, "campp": 3},
                      student_batch=64),
     "quick": DemoSize(speakers=16, utts_per_speaker=4, test_speakers=8, test_utts_per_speaker=4,
                       session_variation=0.7, teacher_epochs=2, views_per_utt=2,
