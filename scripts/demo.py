@@ -122,8 +122,11 @@ class Stages:
     def record(self, name: str, wall: float, cpu: float) -> None:
         prev = self.times.get(name, {"wall_s": 0.0, "cpu_s": 0.0})
         # a resumed stage adds the time of its continuation to that of the interrupted try
+        # the 1-minute load average as the stage ends says how much other work shared the
+        # cores (above the cores' count, wall times are inflated)
         self.times[name] = {"wall_s": round(prev["wall_s"] + wall, 1),
-                            "cpu_s": round(prev["cpu_s"] + cpu, 1)}
+                            "cpu_s": round(prev["cpu_s"] + cpu, 1),
+                            "load": round(os.getloadavg()[0], 1)}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.times, indent=2) + "\n")
         os.replace(tmp, self.path)
@@ -235,7 +238,10 @@ def run_demo(out: Path, size: DemoSize, workers: int, parallel: int) -> dict[str
         (out / "verify.txt").write_text("store and replay verified\n")
     jobs = student_jobs(out, cache, data, size)
     run_students(out, jobs, parallel, stages)
-    models = {"teacher": model, **{n: str(out / "students" / n / "model.pt") for n in jobs}}
+    # the table lists x-vector, ResNet34, CAM++, each ce, kd, dkd (jobs run longest first)
+    shown = [f"{a}-{loss}" for a in ("xvector", "resnet34", "campp") for loss in LOSS_ARGS]
+    models = {"teacher": model,
+              **{n: str(out / "students" / n / "model.pt") for n in shown if n in jobs}}
     stages.times.pop("evaluate", None)  # evaluation always reruns: time this run's
     step("evaluate", ["-m", "stage2_student.evaluate", *data, "--out", str(out / "results"),
                       *[a for name, path in models.items() for a in ("--model", f"{name}={path}")]],
@@ -272,13 +278,13 @@ def _machine() -> str:
 
 def _times_line(times: dict[str, dict[str, float]]) -> list[str]:
     order = ["corpus", "teacher", "dump", "verify", "students", "evaluate"]
-    rows = [f"| {s} | {times[s]['wall_s']:.0f} | {times[s]['cpu_s']:.0f} |"
-            for s in order if s in times]
+    rows = [f"| {s} | {times[s]['wall_s']:.0f} | {times[s]['cpu_s']:.0f} | "
+            f"{times[s].get('load', float('nan')):.1f} |" for s in order if s in times]
     total = sum(times[s]["wall_s"] for s in order if s in times)
     per_student = ", ".join(f"{k.removeprefix('student ')} {v['wall_s']:.0f}"
                             for k, v in times.items() if k.startswith("student "))
-    return ["| stage | wall s | CPU s (all processes) |", "|---|---:|---:|", *rows,
-            f"| **total** | **{total:.0f}** | |", "",
+    return ["| stage | wall s | CPU s (all processes) | load at its end |", "|---|---:|---:|---:|",
+            *rows, f"| **total** | **{total:.0f}** | | |", "",
             f"Students (wall s each, two at a time): {per_student}."]
 
 
