@@ -303,8 +303,8 @@ def write_doc(out: Path, size: DemoSize, table: str, times: dict, load: str,
         "hand; rerun the demo).",
         "",
         f"- Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {_machine()}.",
-        f"- Load average when the run started: {load} (other jobs on the machine inflate "
-        "wall times).",
+        f"- Load average when the run started: {load} (on 2 cores, other jobs inflate wall "
+        "times; a resumed run reports the first try's).",
         f"- Settings (`{out}/demo.json`): `{json.dumps(asdict(size))}`; "
         f"stored student features in the cache: {'yes' if STORE_FEATURES else 'no'}.",
         f"- Corpus: `python -m speaker.toy --speakers {size.speakers} --utts-per-speaker "
@@ -383,7 +383,12 @@ def main(out: Path, quick: bool, workers: int, parallel: int, check: tuple[str, 
     """Run the whole demo into OUT; print the table, the DET plot's path and stage times."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s",
                         datefmt="%H:%M:%S")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    # the load when the first try of this output folder started (a resumed run keeps it)
+    started = out / "started.json"
+    if not started.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"load": os.getloadavg(), "utc": f"{datetime.now(UTC)}"}))
+    load = ", ".join(f"{x:.2f}" for x in json.loads(started.read_text())["load"])
     size = SIZES["quick" if quick else "full"]
     runs = {"main": (out, size)}
     if "corpus" in check:
