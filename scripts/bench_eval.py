@@ -103,7 +103,7 @@ def main(demo: Path, threads: int, batch_size: int, max_trim: float, repeats: in
         f"{threads} torch threads. The machine was shared with other jobs, so both columns are "
         "inflated alike (the modes alternate within the run).",
         "",
-        f"{len(models)} models (the demo's teacher and students), {len(manifest)} test "
+        f"{len(models)} models (teacher and students of `{demo}`), {len(manifest)} test "
         f"utterances, {len(trials)} trials. batch 1: each model alone, every utterance read, "
         f"featurised and embedded by itself (evaluation before batching). batched: one pass, "
         f"runs of up to {batch_size} utterances of equal length (max trim {max_trim}) read "
