@@ -14,18 +14,19 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
 import tempfile
 from pathlib import Path
 
+import click
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from speaker.cli import run  # noqa: E402
 from speaker.teacher import load_teacher  # noqa: E402
 
 MODELS = {
@@ -50,15 +51,21 @@ def wespeaker_module(src: Path, name: str):
     return importlib.import_module(f"wespeaker.models.{name}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wespeaker-src", type=Path, required=True)
-    args = parser.parse_args()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--wespeaker-src", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="A checkout of wespeaker (its wespeaker/models/ is imported).")
+def main(wespeaker_src: Path) -> None:
+    """Check ``--teacher wespeaker:DIR`` against wespeaker's own model code.
+
+    \b
+    Example:
+      python scripts/check_wespeaker.py --wespeaker-src ~/src/wespeaker
+    """
     torch.manual_seed(0)
-    projections = wespeaker_module(args.wespeaker_src, "projections")
+    projections = wespeaker_module(wespeaker_src, "projections")
     results = {}
     for name, (module, model_args) in MODELS.items():
-        model = getattr(wespeaker_module(args.wespeaker_src, module), name)(**model_args).eval()
+        model = getattr(wespeaker_module(wespeaker_src, module), name)(**model_args).eval()
         g = torch.Generator().manual_seed(1)
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
@@ -90,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

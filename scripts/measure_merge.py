@@ -23,11 +23,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchlib import cpu_name, write_atomic  # noqa: E402
 
+from speaker.cli import run  # noqa: E402
 from stage1_teacher.merge import merge_rows  # noqa: E402
 from stage1_teacher.soft_labels import summarize_logits  # noqa: E402
 from store import RowBlock  # noqa: E402
@@ -124,22 +125,27 @@ def measure(num_teachers: int, classes: int, rows: int, k: int, seed: int) -> li
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--classes", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1]
-                        / "docs" / "merge_approximation.md")
-    args = parser.parse_args()
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--rows", type=click.IntRange(min=1), default=2000, help="Rows per case.")
+@click.option("--classes", type=click.IntRange(min=40), default=500, help="Teacher classes.")
+@click.option("--seed", type=int, default=0)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(__file__).resolve().parents[1] / "docs" / "merge_approximation.md")
+def main(rows: int, classes: int, seed: int, out: Path) -> None:
+    """How far merging top-k caches is from merging full logits (docs/merge_approximation.md).
+
+    \b
+    Example:
+      python scripts/measure_merge.py --rows 2000 --classes 500
+    """
     t0 = time.perf_counter()
     results = [r for m in (2, 3) for k in (8, 32)
-               for r in measure(m, args.classes, args.rows, k, args.seed)]
+               for r in measure(m, classes, rows, k, seed)]
     lines = [
         "# Ensemble merge: the top-k approximation, measured",
         "",
-        f"`python scripts/measure_merge.py --rows {args.rows} --classes {args.classes} "
-        f"--seed {args.seed}` on {cpu_name()} ({time.perf_counter() - t0:.0f} s). Synthetic "
+        f"`python scripts/measure_merge.py --rows {rows} --classes {classes} "
+        f"--seed {seed}` on {cpu_name()} ({time.perf_counter() - t0:.0f} s). Synthetic "
         "teachers that partly agree (see the script's docstring); the merged cache "
         "(`stage1_teacher.merge.merge_rows` on each teacher's top-k cache row) against the same "
         "ensemble computed from the full logits and reduced to the same k. The assumptions are "
@@ -161,10 +167,10 @@ def main() -> None:
         "mean of the teachers' probabilities at T; zero at T = 1 by definition.",
         "",
     ]
-    summary = {"rows": args.rows, "classes": args.classes, "results": results}
-    write_atomic(args.out, lines, summary)
+    summary = {"rows": rows, "classes": classes, "results": results}
+    write_atomic(out, lines, summary)
     print(__import__("json").dumps(summary))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,6 +24,7 @@ Writes docs/topk_coverage.md and ends with one JSON line (the k=32 gaps).
 Examples:
     python scripts/topk_coverage.py                         # ~10 min on 1 core
     python scripts/topk_coverage.py --work /tmp/cov --out /tmp/topk_coverage.md
+    python scripts/topk_coverage.py --from-demo demo_out --work /tmp/cov-demo   # demo teacher
 """
 
 from __future__ import annotations
@@ -83,18 +84,34 @@ class Setup:
         return {k: int(v) for k, v in (pair.split("=") for pair in opts.split(","))}
 
 
-def build(setup: Setup, work: Path) -> tuple[Path, Path, Path, Path]:
-    """(corpus, teacher checkpoint, student checkpoint, cache), made unless present."""
+def from_demo(demo: Path) -> tuple[Path, dict[str, Path]]:
+    """(corpus, {teacher, student}) of a finished ``make demo`` output folder: its ECAPA
+    teacher and its x-vector trained with CE alone."""
+    found = {"teacher": demo / "teacher" / "model.pt",
+             "student": demo / "students" / "xvector-ce" / "model.pt"}
+    missing = [str(p) for p in (demo / "toy", *found.values()) if not p.exists()]
+    if missing:
+        raise UserError(f"--from-demo {demo}: not a finished demo folder ({', '.join(missing)} "
+                        "missing); run make demo first")
+    return demo / "toy", found
+
+
+def build(setup: Setup, work: Path,
+          demo: Path | None = None) -> tuple[Path, Path, Path, Path]:
+    """(corpus, teacher checkpoint, student checkpoint, cache), made unless present (the
+    corpus and both models taken from a demo folder when ``demo`` is given)."""
     corpus, cache = work / "toy", work / "logits.zarr"
+    if demo is not None:
+        corpus, models = from_demo(demo)
     if not corpus.exists():
         generate(ToyConfig(speakers=setup.speakers, utts_per_speaker=setup.utts_per_speaker,
                            duration=setup.duration, test_speakers=2, test_utts_per_speaker=2,
                            seed=setup.seed), corpus)
     data = DataPaths(data=corpus)
-    models = {}
+    models = {} if demo is None else models
     for name, opts, epochs in (("teacher", setup.teacher_opts, setup.teacher_epochs),
                                ("student", setup.student_opts, setup.student_epochs)):
-        models[name] = work / name / "model.pt"
+        models.setdefault(name, work / name / "model.pt")
         if models[name].exists():
             continue
         config = resolve_config("demo", {
@@ -213,20 +230,26 @@ def write_report(path: Path, setup: Setup, table: list[dict], facts: dict, summa
               help="Corpus, teacher, student and cache (reused when present).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("docs/topk_coverage.md"), show_default=True, help="Markdown report.")
+@click.option("--from-demo", "demo", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Measure a finished `make demo` folder's teacher (and its "
+                                 "x-vector CE student) on its corpus instead of training them.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(work: Path, out_path: Path, verbose: bool) -> None:
+def cli(work: Path, out_path: Path, demo: Path | None, verbose: bool) -> None:
     setup_logging(verbose)
     if not out_path.parent.is_dir():
         raise UserError(f"--out {out_path}: directory {out_path.parent} does not exist")
     setup = Setup()
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    paths = build(setup, work)
+    paths = build(setup, work, demo)
     reader, rows, teacher_cos, student = replay(*paths)
     table = measure(reader, rows, teacher_cos, student)
     p_target = F.softmax(teacher_cos.double(), dim=1).gather(
         1, torch.as_tensor(rows.label, dtype=torch.long).view(-1, 1))
     facts = {
+        "teacher": (f"the demo's ({demo / 'teacher' / 'model.pt'}, {reader.spec.teacher.arch}); "
+                    "student: its x-vector CE" if demo else
+                    f"trained here ({reader.spec.teacher.arch}, the setup above)"),
         "classes C": reader.spec.num_classes,
         "cache rows (replayed)": len(rows),
         "teacher margin (cache attributes)": f"{reader.spec.teacher.margin_kind} "

@@ -35,7 +35,8 @@ from numpy.typing import ArrayLike
 from speaker.atomic import atomic_path
 from speaker.errors import UserError
 
-__all__ = ["compute_eer", "compute_min_dcf", "det_points", "plot_det", "probit"]
+__all__ = ["bootstrap_eers", "compute_eer", "compute_min_dcf", "det_points", "plot_det",
+           "probit", "speaker_bootstrap_eer"]
 
 
 def _check(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -60,18 +61,23 @@ def _check(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray
 
 
 def _operating_points(
-    scores: ArrayLike, labels: ArrayLike
+    scores: ArrayLike, labels: ArrayLike, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, p_miss, p_fa) for thresholds = sorted distinct scores, then ``+inf``."""
+    """(thresholds, p_miss, p_fa) for thresholds = sorted distinct scores, then ``+inf``.
+
+    ``weights`` (non-negative, one per trial) counts each trial that many times: integer
+    weights give exactly the operating points of the trial list with repeated trials.
+    """
     s, y = _check(scores, labels)
+    w = np.ones(s.size) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(s, kind="stable")
-    s, y = s[order], y[order]
+    s, y, w = s[order], y[order], w[order]
     # the last position of each run of equal scores: a threshold just above it moves the
     # whole tie at once
     last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
-    tgt_below = np.cumsum(y)[last]  # targets with score <= s[last]
-    imp_below = np.cumsum(~y)[last]
-    n_tgt, n_imp = int(y.sum()), int((~y).sum())
+    tgt_below = np.cumsum(w * y)[last]  # target weight with score <= s[last]
+    imp_below = np.cumsum(w * ~y)[last]
+    n_tgt, n_imp = tgt_below[-1], imp_below[-1]
     # threshold u_j (the j-th distinct score) rejects every score < u_j: the runs before j
     tgt_rejected = np.concatenate(([0], tgt_below))
     imp_rejected = np.concatenate(([0], imp_below))
@@ -96,7 +102,9 @@ def det_points(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.nda
     return p_fa, p_miss
 
 
-def compute_eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+def compute_eer(
+    scores: ArrayLike, labels: ArrayLike, weights: ArrayLike | None = None
+) -> tuple[float, float]:
     """Equal error rate in [0, 1] and a threshold (accept ``score >= threshold``) near it.
 
     Along the operating points ``d = p_miss - p_fa`` never decreases; with ``i`` the last
@@ -104,12 +112,14 @@ def compute_eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
     crosses ``p_miss == p_fa``. The threshold is that of whichever of the two points is
     closer to the diagonal (the lower one on a tie), so it is always a score of the list.
 
+    ``weights`` counts each trial that many times (see :func:`speaker_bootstrap_eer`).
+
     Example::
 
         >>> compute_eer([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
         (0.5, 0.4)
     """
-    thresholds, p_miss, p_fa = _operating_points(scores, labels)
+    thresholds, p_miss, p_fa = _operating_points(scores, labels, weights)
     d = p_miss - p_fa
     i = int(np.flatnonzero(d < 0)[-1])  # d[0] = -1 < 0 and d[-1] = 1 >= 0 always
     alpha = -d[i] / (d[i + 1] - d[i])
@@ -140,6 +150,78 @@ def compute_min_dcf(
     c_det = c_miss * p_miss * p_target + c_fa * p_fa * (1.0 - p_target)
     c_def = min(c_miss * p_target, c_fa * (1.0 - p_target))
     return float(np.min(c_det) / c_def)
+
+
+def bootstrap_eers(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    enroll_speakers: ArrayLike,
+    test_speakers: ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """EERs of ``n_boot`` trial lists made by resampling the test speakers with replacement.
+
+    Trials of one speaker are not independent (they share its utterances), so the unit of
+    resampling is the speaker, not the trial. Replicate ``b`` draws
+    ``idx = rng.integers(S, size=S)`` from ``rng = np.random.default_rng(seed)`` (the
+    replicates in order, speakers sorted), so speaker ``s`` appears ``c_s`` times; the
+    replicate's trial list has every trial of the original list between copies of its
+    speakers: ``c_a`` copies of a target trial of speaker ``a``, ``c_a * c_b`` of a
+    non-target trial between ``a`` and ``b``. Replicates left with no target or no
+    non-target trial are dropped (they need a handful of speakers to occur).
+
+    Example::
+
+        >>> eers = bootstrap_eers(scores, labels, enroll_spk, test_spk, n_boot=200)
+        ... # doctest: +SKIP
+    """
+    s, y = _check(scores, labels)
+    names, codes = np.unique(np.concatenate([np.asarray(enroll_speakers).reshape(-1),
+                                             np.asarray(test_speakers).reshape(-1)]),
+                             return_inverse=True)
+    if codes.size != 2 * s.size:
+        raise UserError(f"{s.size} trials need one enrolment and one test speaker each")
+    a, b = codes[: s.size], codes[s.size:]
+    # sorted once here: the stable sort inside compute_eer is then linear
+    order = np.argsort(s, kind="stable")
+    s, y, a, b = s[order], y[order], a[order], b[order]
+    same = a == b
+    rng = np.random.default_rng(seed)
+    eers = []
+    for _ in range(n_boot):
+        c = np.bincount(rng.integers(names.size, size=names.size), minlength=names.size)
+        w = np.where(same, c[a], c[a] * c[b]).astype(np.float64)
+        if not (w[y] > 0).any() or not (w[~y] > 0).any():
+            continue
+        eers.append(compute_eer(s, y, w)[0])
+    return np.array(eers)
+
+
+def speaker_bootstrap_eer(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    enroll_speakers: ArrayLike,
+    test_speakers: ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval (``level``, default 95 %) of the EER over speaker-bootstrap
+    replicates (:func:`bootstrap_eers`).
+
+    Example::
+
+        >>> lo, hi = speaker_bootstrap_eer(scores, labels, enroll_spk, test_spk)
+        ... # doctest: +SKIP
+    """
+    eers = bootstrap_eers(scores, labels, enroll_speakers, test_speakers, n_boot, seed)
+    if eers.size == 0:
+        raise UserError("every bootstrap replicate lacked target or non-target trials: "
+                        "the trial list needs more test speakers")
+    q = (1.0 - level) / 2.0
+    lo, hi = np.quantile(eers, [q, 1.0 - q])
+    return float(lo), float(hi)
 
 
 # Acklam's rational approximation of the inverse normal CDF (relative error < 1.2e-9),

@@ -1,6 +1,7 @@
 """scripts/demo.py --quick, the README's first command at smoke size, end to end: corpus,
-teacher, dump, both verifies, six students from the one cache, one table and DET plot;
-a second run finds every step done and only re-evaluates."""
+teacher, dump, both verifies, seven students from the one cache (two at a time), one table
+with bootstrap intervals and a DET plot, stage times; a second run finds every step done and
+only re-evaluates. The quick run never rewrites docs/demo.md."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
-MODELS = ["teacher", *(f"{arch}-{loss}" for arch in ("xvector", "resnet34", "campp")
-                       for loss in ("ce", "dkd"))]
+MODELS = ["teacher", "xvector-kd", *(f"{arch}-{loss}" for arch in ("xvector", "resnet34", "campp")
+                                     for loss in ("ce", "dkd"))]
+DOC = SCRIPT.parents[1] / "docs" / "demo.md"
 
 
 def demo(out: Path) -> subprocess.CompletedProcess:
@@ -24,15 +26,21 @@ def demo(out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
     out = tmp_path / "demo"
+    doc_before = DOC.read_bytes()
     first = demo(out)
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((out / "results" / "results.json").read_text())
     assert sorted(results) == sorted(MODELS)
-    assert all(0.0 <= r["eer"] <= 1.0 for r in results.values())
+    assert all(0.0 <= r["eer_ci95_low"] <= r["eer_ci95_high"] <= 1.0 for r in results.values())
     assert (out / "results" / "det.png").stat().st_size > 0
     table = (out / "results" / "results.md").read_text()
     assert all(f"| {name} |" in table for name in MODELS) and table in first.stdout
     assert (out / "verify.txt").exists()
+    assert f"DET plot: {out / 'results' / 'det.png'}" in first.stdout
+    times = json.loads((out / "timings.json").read_text())
+    for stage in ("corpus", "teacher", "dump", "verify", "students", "evaluate"):
+        assert times[stage]["wall_s"] > 0 and f"| {stage} |" in first.stdout
+    assert DOC.read_bytes() == doc_before
 
     checkpoints = {p: p.stat().st_mtime_ns for p in out.rglob("model.pt")}
     second = demo(out)
@@ -41,3 +49,44 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
     for step in ("teacher:", "dump:", "student "):
         assert step not in second.stderr  # done steps are skipped, not rerun
     assert json.loads((out / "results" / "results.json").read_text()) == results
+
+
+def load_demo():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_student_jobs_are_the_seven_runs_from_one_cache(tmp_path: Path):
+    demo_mod = load_demo()
+    size = demo_mod.SIZES["full"]
+    (tmp_path / "students" / "campp-ce").mkdir(parents=True)
+    (tmp_path / "students" / "campp-ce" / "model.pt").write_bytes(b"")  # interrupted run
+    jobs = demo_mod.student_jobs(tmp_path, tmp_path / "logits.zarr", ["--data", "toy"], size)
+    assert sorted(jobs) == sorted(MODELS[1:])
+    for name, args in jobs.items():
+        arch, loss = name.rsplit("-", 1)
+        flag = dict(zip(args, args[1:], strict=False))
+        assert flag["--cache"] == str(tmp_path / "logits.zarr") and flag["--loss"] == loss
+        assert flag["--arch"] == arch and flag["--epochs"] == str(size.student_epochs[arch])
+        assert ("--resume" in args) == (name == "campp-ce")
+        if loss == "dkd":
+            assert (flag["--alpha"], flag["--beta"], flag["--temperature"]) == ("1", "2", "1")
+
+
+def test_ordering_claims():
+    demo_mod = load_demo()
+
+    def results(teacher, **eers):
+        return {"teacher": {"eer": teacher}, **{k.replace("_", "-"): {"eer": v}
+                                                for k, v in eers.items()}}
+
+    good = results(0.10, xvector_ce=0.20, xvector_kd=0.19, xvector_dkd=0.18, resnet34_ce=0.22,
+                   resnet34_dkd=0.20, campp_ce=0.24, campp_dkd=0.21)
+    assert all(demo_mod.ordering(good).values())
+    bad = {**good, "teacher": {"eer": 0.18}, "campp-dkd": {"eer": 0.26}}
+    assert list(demo_mod.ordering(bad).values()) == [False, False, False]

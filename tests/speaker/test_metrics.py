@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speaker.errors import UserError
-from speaker.metrics import compute_eer, compute_min_dcf, det_points, plot_det, probit
+from speaker.metrics import (
+    bootstrap_eers,
+    compute_eer,
+    compute_min_dcf,
+    det_points,
+    plot_det,
+    probit,
+    speaker_bootstrap_eer,
+)
 
 
 def brute_force_points(scores, labels):
@@ -127,3 +135,74 @@ def test_plot_det_writes_png(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["det.png"]  # no temporary left behind
     with pytest.raises(UserError):
         plot_det({}, out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trial_lists, st.data())
+def test_weighted_eer_is_the_eer_of_repeated_trials(trials, data):
+    scores, labels = trials
+    weights = data.draw(st.lists(st.integers(0, 3), min_size=len(scores), max_size=len(scores)))
+    y = np.array(labels)
+    w = np.array(weights)
+    if not (w[y] > 0).any() or not (w[~y] > 0).any():
+        return
+    repeated_scores = [s for s, k in zip(scores, weights, strict=True) for _ in range(k)]
+    repeated_labels = [t for t, k in zip(labels, weights, strict=True) for _ in range(k)]
+    expect = brute_force_eer(brute_force_points(repeated_scores, repeated_labels))[0]
+    assert compute_eer(scores, labels, weights)[0] == pytest.approx(expect, abs=1e-12)
+
+
+def speaker_trials(n_speakers: int, seed: int):
+    """Each speaker 2 target trials and 3 non-target ones against random others, with
+    scores that depend on the speakers (so resampling them moves the EER)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(n_speakers):
+        for _ in range(2):
+            rows.append((rng.normal(1.0 + 0.1 * a, 1.0), True, a, a))
+        for _ in range(3):
+            b = int(rng.choice([s for s in range(n_speakers) if s != a]))
+            rows.append((rng.normal(0.0, 1.0), False, a, b))
+    scores, labels, enroll, test = zip(*rows, strict=True)
+    names = np.array([f"spk{i:02d}" for i in range(n_speakers)])
+    return np.array(scores), np.array(labels), names[list(enroll)], names[list(test)]
+
+
+def test_speaker_bootstrap_replicates_are_the_resampled_trial_lists():
+    """Each replicate, rebuilt by brute force: copies of the drawn speakers, and every
+    original trial once per pair of copies of its two speakers (once per copy for a target
+    trial), its EER counted from the explicit list."""
+    scores, labels, enroll, test = speaker_trials(6, seed=1)
+    got = bootstrap_eers(scores, labels, enroll, test, n_boot=25, seed=7)
+    speakers = sorted(set(enroll) | set(test))
+    rng = np.random.default_rng(7)
+    expect = []
+    for _ in range(25):
+        copies = [speakers[i] for i in rng.integers(len(speakers), size=len(speakers))]
+        s_rep, y_rep = [], []
+        for s, y, a, b in zip(scores, labels, enroll, test, strict=True):
+            if a == b:
+                n = copies.count(a)
+            else:
+                n = sum(1 for ca in copies for cb in copies if ca == a and cb == b)
+            s_rep += [s] * n
+            y_rep += [bool(y)] * n
+        if any(y_rep) and not all(y_rep):
+            expect.append(brute_force_eer(brute_force_points(s_rep, y_rep))[0])
+    np.testing.assert_allclose(got, expect, atol=1e-12)
+    assert 20 <= len(got) <= 25
+
+
+def test_speaker_bootstrap_interval_brackets_the_eer_and_narrows_with_speakers():
+    widths = []
+    for n in (10, 80):
+        scores, labels, enroll, test = speaker_trials(n, seed=2)
+        lo, hi = speaker_bootstrap_eer(scores, labels, enroll, test, n_boot=300, seed=0)
+        assert lo <= compute_eer(scores, labels)[0] <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0]
+
+
+def test_bootstrap_needs_one_speaker_pair_per_trial():
+    with pytest.raises(UserError, match="one enrolment and one test speaker"):
+        bootstrap_eers([0.1, 0.2], [1, 0], ["a"], ["a", "b"])

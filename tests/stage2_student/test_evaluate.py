@@ -30,8 +30,10 @@ def test_report_for_a_teacher_and_a_student(student_cache, student_run, tmp_path
     summaries = json.loads((out / "results.json").read_text())
     assert list(summaries) == ["teacher", "xvector-dkd"]
     for s in summaries.values():
-        assert set(s) == {"eer", "min_dcf_0.01", "min_dcf_0.05"}
+        assert set(s) == {"eer", "eer_ci95_low", "eer_ci95_high", "min_dcf_0.01",
+                          "min_dcf_0.05"}
         assert all(0.0 <= v <= 1.0 for v in s.values())
+        assert s["eer_ci95_low"] <= s["eer_ci95_high"]
     # the same embeddings, scores and metrics as the runs' own final evaluations
     assert summaries["teacher"]["eer"] == final_eer(student_cache.teacher.parent)
     assert summaries["xvector-dkd"]["eer"] == final_eer(student_run.out)
