@@ -378,8 +378,9 @@ def _ce_only(config: DistillConfig, batch: DistillBatch) -> Tensor:
 @_register("kd", "cached")
 def _kd_cached(config: DistillConfig, batch: DistillBatch) -> Tensor:
     index, teacher = _cached_inputs(config, batch)
-    return kd_loss(batch.student_logits, batch.labels, index,
-                   _on(teacher.full, batch.student_logits), config.temperature)
+    return config.options.weight * kd_loss(batch.student_logits, batch.labels, index,
+                                           _on(teacher.full, batch.student_logits),
+                                           config.temperature)
 
 
 @_register("dkd", "cached")
@@ -392,7 +393,8 @@ def _dkd_cached(config: DistillConfig, batch: DistillBatch) -> Tensor:
 
 @_register("kd", "online")
 def _kd_online(config: DistillConfig, batch: DistillBatch) -> Tensor:
-    return full_logit_kd_loss(batch.student_logits, batch.teacher_logits, config.temperature)
+    return config.options.weight * full_logit_kd_loss(batch.student_logits, batch.teacher_logits,
+                                                      config.temperature)
 
 
 @_register("dkd", "online")
@@ -455,6 +457,20 @@ def _register_options(name: str) -> Callable[[type[LossOptions]], type[LossOptio
         return cls
 
     return add
+
+
+@_register_options("kd")
+@dataclass(frozen=True)
+class KDOptions(LossOptions):
+    """Plain KD's options."""
+
+    weight: float = _option(1.0, "Weight of the KD term (3 matches the total weight of DKD "
+                                 "at alpha 1, beta 2: the control that separates decoupling "
+                                 "from more KD weight).", "Hinton et al. 2015 (weight 1)")
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"kd weight must be >= 0, got {self.weight}")
 
 
 def loss_options(name: str) -> type[LossOptions] | None:

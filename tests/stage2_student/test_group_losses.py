@@ -329,14 +329,14 @@ def test_config_keeps_each_losses_own_options():
     assert DistillConfig(loss="trkd").options == TriageOptions()
     assert DistillConfig(loss="dualgroup").options == DualGroupOptions()
     assert DistillConfig(loss="dkd").options is None
-    assert loss_options("trkd") is TriageOptions and loss_options("kd") is None
+    assert loss_options("trkd") is TriageOptions and loss_options("dkd") is None
     # config.json read back: a mapping becomes the loss's dataclass
     read = DistillConfig(loss="trkd", options={"tau_end": 0.1, "tau_epochs": 5.0})
     assert read.options == TriageOptions(tau_end=0.1, tau_epochs=5.0)
     with pytest.raises(ValueError, match="takes TriageOptions"):
         DistillConfig(loss="trkd", options=DualGroupOptions())
     with pytest.raises(ValueError, match="no options of its own"):
-        DistillConfig(loss="kd", options=TriageOptions())
+        DistillConfig(loss="dkd", options=TriageOptions())
     with pytest.raises(ValueError, match="unknown trkd option"):
         DistillConfig(loss="trkd", options={"tau": 0.1})
 

@@ -216,7 +216,8 @@ def test_student_buckets_sum_to_one_and_kd_is_a_divergence(seed, batch, classes,
 
     p_t = same[:, :1]
     binary = torch.cat([p_t, same[:, 1:].sum(dim=1, keepdim=True)], dim=1)
-    nontarget = same[:, 1:] / same[:, 1:].sum(dim=1, keepdim=True)
+    # renormalised in log space: a sure student's non-target masses may all underflow to 0
+    nontarget = F.softmax(log_s[:, 1:].detach(), dim=1)
     tckd, nckd = dkd_terms(student, labels, index, binary, nontarget, t)
     assert abs(float(tckd.detach())) < 1e-5 and abs(float(nckd.detach())) < 1e-5
 
@@ -328,3 +329,20 @@ def test_distill_loss_reports_missing_inputs():
     with pytest.raises(ValueError, match="fewer than k'=4"):
         distill_loss(DistillConfig(loss="dkd"), short, epoch=1.0)
     assert isinstance(cached.teacher, TeacherBuckets)
+
+
+def test_kd_weight_scales_the_kd_term_in_both_modes():
+    from stage2_student.losses import KDOptions
+
+    teacher, student, labels = random_case(3, 4, 9, 4.0)
+    cache = make_cache(teacher, labels, 8, 2.0)
+    buckets = teacher_probs(cache["target_logit"], cache["topk_logit"], cache["tail_lse"], 8, 2.0)
+    for make in (lambda: DistillBatch(student_logits=student, labels=labels,
+                                      topk_index=cache["topk_index"], teacher=buckets),
+                 lambda: DistillBatch(student_logits=student, labels=labels,
+                                      teacher_logits=teacher)):
+        one = distill_loss(DistillConfig(loss="kd", temperature=2.0), make(), 1.0)
+        three = distill_loss(DistillConfig(loss="kd", temperature=2.0,
+                                           options=KDOptions(weight=3.0)), make(), 1.0)
+        assert float(one) > 0
+        torch.testing.assert_close(three, 3.0 * one)
