@@ -31,6 +31,7 @@ import torch
 from benchlib import cores, cpu_name, write_atomic
 
 from speaker.audio import AudioReader
+from speaker.cli import run
 from speaker.data import Manifest
 from speaker.evaluation import BATCH_SIZE, evaluate_model, evaluate_models
 from speaker.models.checkpoint import load_checkpoint
@@ -42,15 +43,15 @@ REPORT = Path(__file__).resolve().parents[1] / "docs" / "bench_eval.md"
 def demo_models(demo: Path) -> dict[str, Path]:
     """teacher + every finished student of a demo folder, in the demo's order."""
     models = {"teacher": demo / "teacher" / "model.pt"}
-    for run in sorted((demo / "students").glob("*/results.json")):
-        models[run.parent.name] = run.parent / "model.pt"
+    for result in sorted((demo / "students").glob("*/results.json")):
+        models[result.parent.name] = result.parent / "model.pt"
     missing = [str(p) for p in models.values() if not p.is_file()]
     if missing:
         raise click.ClickException(f"no checkpoint at {', '.join(missing)}: run the demo first")
     return models
 
 
-@click.command()
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--demo", type=click.Path(path_type=Path, exists=True), default=Path("demo_out"),
               show_default=True, help="Output folder of scripts/demo.py.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Torch threads.")
@@ -126,4 +127,4 @@ def main(demo: Path, threads: int, batch_size: int, max_trim: float, repeats: in
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,8 +7,8 @@ C=512, random weights: the cost does not depend on them), the forward pass of th
 experiment's own teacher (``--teacher model.pt``) and one training step (forward, backward,
 AdamW) of the student with an AAM head over the teacher's classes. Prints one JSON line.
 
-Example::
-
+\b
+Example:
     python scripts/experiment_costs.py --teacher exp/teacher/model.pt --arch xvector \\
         --arch-opt channels=128 --arch-opt embed_dim=128 --batch 8 --crop-seconds 1
 """
@@ -39,7 +39,7 @@ def _timed(fn, warm: bool) -> float:
     return time.perf_counter() - t0
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--teacher", "teacher_path", required=True, help="The experiment's teacher model.pt.")
 @click.option("--arch", default="xvector", show_default=True, help="Student architecture.")
 @click.option("--arch-opt", multiple=True, help="Student architecture key=value, repeatable.")

@@ -18,8 +18,8 @@ one continued with ``--resume``; the result files are small and may be committed
 Nothing depends on the synthetic corpus: ``--data ROOT`` runs on any prepared data root;
 without it the synthetic corpus is generated first. The last line printed is a JSON summary.
 
-Examples::
-
+\b
+Examples:
     python scripts/experiments.py --out results_out                # what `make results` runs
     python scripts/experiments.py --plan                           # runs and estimated minutes
     python scripts/experiments.py --data data/vox --out vox_results --results docs/results-vox
@@ -513,7 +513,7 @@ def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
             click.echo(f"cannot run {r.name}: {r.missing}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results_out"),
               show_default=True, help="Working folder: corpus, checkpoints, caches, logs.")
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=None,

@@ -6,8 +6,8 @@ of the speakers at the same total number of utterances: with ``--speakers f`` it
 subset has about ``u`` of the corpus's utterances. Speakers are drawn at random with
 ``--seed``; a speaker keeps at least one utterance.
 
-Example::
-
+\b
+Example:
     python scripts/speaker_subset.py --train toy/train/manifest.jsonl --speakers 0.25 \\
         --utterances 0.25 --out exp/spk25/train.jsonl
 """
@@ -46,7 +46,7 @@ def subset(manifest: Manifest, speakers: float, utterances: float, seed: int) ->
     return Manifest(kept, source="speaker subset")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--train", type=click.Path(exists=True, path_type=Path), required=True,
               help="Training manifest (.jsonl, Kaldi dir or VoxCeleb tree).")
 @click.option("--speakers", type=float, required=True, help="Share of the speakers kept.")

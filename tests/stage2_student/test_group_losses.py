@@ -26,6 +26,9 @@ from stage2_student.losses import (
 )
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+# Softening weights a row's binary KL by t^2 = (|l| / x*)^2 (hundreds at 0.1 bit and |l| ~ 80
+# nats), which scales the float32 rounding of the teacher's log-odds by as much.
+SOFTENED_TOL = dict(rtol=1e-3, atol=1e-3)
 
 
 # --- direct full-logit implementations, from the formulas of issue 13 (float64, per row) ---
@@ -131,7 +134,8 @@ def random_case(seed: int, batch: int, classes: int, spread: float):
 
 def has_ties(teacher) -> bool:
     """Whether any row has two equal logits (float16 rounding makes some): TRKD's sorted
-    prefix is then ambiguous, and the cache and the reference may order the pair apart."""
+    prefix and dual-group's top-k' are then ambiguous, and the cache and the reference may
+    order the pair apart."""
     return any(len(row.unique()) < len(row) for row in teacher)
 
 
@@ -247,6 +251,7 @@ def test_dual_group_cached_at_k_c_minus_1_equals_full_logit(seed, batch, classes
                                                             kp_cut, entropy, weights):
     # The cache holds every class; the primary group is any k' <= C-1 of them.
     teacher, student, labels = random_case(seed, batch, classes, spread)
+    assume(not has_ties(teacher))
     k_prime = round(kp_cut * (classes - 1))
     want, want_grad = value_and_grad(lambda: dual_group_reference(
         student, teacher, labels, k_prime, t, entropy, *weights), student)
@@ -255,9 +260,7 @@ def test_dual_group_cached_at_k_c_minus_1_equals_full_logit(seed, batch, classes
     config = DistillConfig(loss="dualgroup", temperature=t, options=options)
     parts = cached_batch(teacher, student, labels, classes - 1, k_prime, t)
     got, grad = value_and_grad(lambda: distill_loss(config, parts, 1.0), student)
-    # Softening weights a row's binary KL by t^2 = (|l| / x*)^2 (hundreds at 0.1 bit and
-    # |l| ~ 80 nats), which scales the float32 rounding of the log-odds by as much.
-    tol = TOL if entropy is None else dict(rtol=1e-3, atol=1e-3)
+    tol = TOL if entropy is None else SOFTENED_TOL
     torch.testing.assert_close(got, want, **tol)
     torch.testing.assert_close(grad, want_grad, **tol)
     online, online_grad = value_and_grad(lambda: full_logit_dual_group_loss(
@@ -273,6 +276,7 @@ def test_dual_group_is_exact_from_a_short_cache(seed, batch, classes, spread, t,
                                                 entropy):
     # The rest group's mass is the tail bucket: no approximation for any k' <= k < C-1.
     teacher, student, labels = random_case(seed, batch, classes, spread)
+    assume(not has_ties(teacher))  # tied speakers at the group's edge: either one is "the" group
     k = max(1, round(k_cut * (classes - 1)))
     k_prime = round(kp_cut * k)
     want, want_grad = value_and_grad(lambda: dual_group_reference(
@@ -281,8 +285,9 @@ def test_dual_group_is_exact_from_a_short_cache(seed, batch, classes, spread, t,
                            options=DualGroupOptions(binary_entropy=entropy))
     parts = cached_batch(teacher, student, labels, k, k_prime, t)
     got, grad = value_and_grad(lambda: distill_loss(config, parts, 1.0), student)
-    torch.testing.assert_close(got, want, **TOL)
-    torch.testing.assert_close(grad, want_grad, **TOL)
+    tol = TOL if entropy is None else SOFTENED_TOL
+    torch.testing.assert_close(got, want, **tol)
+    torch.testing.assert_close(grad, want_grad, **tol)
 
 
 def test_softening_changes_only_confident_rows():
