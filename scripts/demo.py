@@ -39,7 +39,7 @@ from pathlib import Path
 
 import click
 
-from speaker.atomic import atomic_write_text
+from speaker.atomic import atomic_path, atomic_write_text
 
 log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,6 +265,17 @@ def ordering(results: dict[str, dict]) -> dict[str, bool]:
     }
 
 
+def dkd_vs_ce_noise(results: dict[str, dict]) -> str:
+    """Which DKD-vs-CE differences exceed the noise: the 95 % intervals of the two do not
+    overlap (conservative; a paired bootstrap would resolve smaller differences)."""
+    archs = sorted({n.rsplit("-", 1)[0] for n in results if n != "teacher"})
+    beyond = [a for a in archs
+              if results[f"{a}-dkd"]["eer_ci95_high"] < results[f"{a}-ce"]["eer_ci95_low"]]
+    within = [a for a in archs if a not in beyond]
+    return (f"DKD vs CE beyond the noise (95 % intervals apart): {', '.join(beyond) or 'none'}; "
+            f"within noise: {', '.join(within) or 'none'}")
+
+
 def _machine() -> str:
     sys.path.insert(0, str(Path(__file__).parent))
     import torch
@@ -292,10 +303,10 @@ def write_doc(out: Path, size: DemoSize, table: str, times: dict, load: str,
               checks: dict[str, dict]) -> Path:
     """docs/demo.md from this run (never edited by hand) and docs/demo_det.png."""
     det = DOCS / "demo_det.png"
-    tmp = det.with_suffix(".tmp.png")
-    tmp.write_bytes((out / "results" / "det.png").read_bytes())
-    os.replace(tmp, det)
-    claims = ordering(json.loads((out / "results" / "results.json").read_text()))
+    with atomic_path(det) as tmp:
+        tmp.write_bytes((out / "results" / "det.png").read_bytes())
+    results = json.loads((out / "results" / "results.json").read_text())
+    claims = ordering(results)
     lines = [
         "# `make demo`: one full run",
         "",
@@ -332,6 +343,7 @@ def write_doc(out: Path, size: DemoSize, table: str, times: dict, load: str,
         "![DET curves](demo_det.png)",
         "",
         *[f"- {claim}: {'yes' if ok else '**no**'}" for claim, ok in claims.items()],
+        f"- {dkd_vs_ce_noise(results)}",
         "",
         "## Time per stage",
         "",

@@ -90,3 +90,16 @@ def test_ordering_claims():
     assert all(demo_mod.ordering(good).values())
     bad = {**good, "teacher": {"eer": 0.18}, "campp-dkd": {"eer": 0.26}}
     assert list(demo_mod.ordering(bad).values()) == [False, False, False]
+
+
+def test_dkd_vs_ce_is_beyond_noise_only_when_the_intervals_are_apart():
+    demo_mod = load_demo()
+
+    def model(low, high):
+        return {"eer": (low + high) / 2, "eer_ci95_low": low, "eer_ci95_high": high}
+
+    results = {"teacher": model(0.05, 0.10),
+               "xvector-ce": model(0.20, 0.30), "xvector-dkd": model(0.10, 0.19),  # apart
+               "campp-ce": model(0.20, 0.30), "campp-dkd": model(0.15, 0.21)}  # overlapping
+    assert demo_mod.dkd_vs_ce_noise(results) == (
+        "DKD vs CE beyond the noise (95 % intervals apart): xvector; within noise: campp")
