@@ -73,11 +73,11 @@ class DemoSize:
     student_seed: int = 0
 
 
-# Time budget of the full size on 2 idle cores (one-thread step times measured on this
-# machine, batch 64: x-vector 2.8 ms per 1-s crop, ResNet34 22 ms, CAM++ 12 ms, ECAPA C=256
-# 11 ms per 2-s crop; crop replay + fbank ~4 ms per 1-s crop): corpus ~30 s, teacher
-# (150 steps) ~250 s, dump + verifies ~40 s, students ~540 s on two lanes (~350 s with
-# STORE_FEATURES, which drops the replay), evaluation ~40 s.
+# Time of the full size on 2 cores (docs/demo.md, one run at load ~1-3): corpus 26 s, teacher
+# 440 s (one torch thread plus one loader worker), dump + verifies 32 s, students 718 s on two
+# lanes (ResNet34 309 s and CAM++ 268 s each dominate; x-vectors 60-85 s), evaluation 57 s:
+# ~21 min. One-thread step times, batch 64: x-vector 2.8 ms per 1-s crop, ResNet34 22 ms,
+# CAM++ 12 ms; ECAPA C=256 11 ms per 2-s crop.
 SIZES = {
     "full": DemoSize(speakers=200, utts_per_speaker=8, test_speakers=60, test_utts_per_speaker=8,
                      session_variation=0.7, teacher_epochs=6, views_per_utt=2,
