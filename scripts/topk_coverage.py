@@ -195,7 +195,7 @@ def measure(reader: StoreReader, rows, teacher_cos: torch.Tensor,
     return table
 
 
-def write_report(path: Path, setup: Setup, table: list[dict], facts: dict, summary: dict) -> None:
+def write_report(path: Path, setup: dict, table: list[dict], facts: dict, summary: dict) -> None:
     classes = facts["classes C"]
     lines = [
         "# What the top-k cache keeps of a trained teacher",
@@ -205,7 +205,7 @@ def write_report(path: Path, setup: Setup, table: list[dict], facts: dict, summa
         "",
         "## Setup",
         "",
-        *(f"- {key}: {value}" for key, value in {**asdict(setup), **facts}.items()),
+        *(f"- {key}: {value}" for key, value in {**setup, **facts}.items()),
         "",
         "## Results",
         "",
@@ -263,7 +263,11 @@ def cli(work: Path, out_path: Path, demo: Path | None, verbose: bool) -> None:
     at32 = {r["temperature"]: r for r in table if r["k"] == min(32, reader.spec.k)}
     summary = {f"dkd_gap_k32_T{t:g}": round(r["dkd_gap"], 5) for t, r in at32.items()}
     summary.update({f"kept_k32_T{t:g}": round(r["kept"], 5) for t, r in at32.items()})
-    write_report(out_path, setup, table, facts, summary)
+    # With --from-demo the corpus and models are the demo's: only the cache's settings apply.
+    shown = asdict(setup) if demo is None else {
+        "corpus": demo / "toy", "views_per_utt": setup.views_per_utt,
+        "crop_seconds": setup.crop_seconds, "seed": setup.seed}
+    write_report(out_path, shown, table, facts, summary)
     log.info("wrote %s", out_path)
     click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
     if math.isnan(sum(summary.values())):
