@@ -25,6 +25,15 @@ if TYPE_CHECKING:  # torch is imported lazily: collection stays fast
 # thread choice honours OMP_NUM_THREADS, and subprocesses inherit it).
 os.environ["OMP_NUM_THREADS"] = "1"
 
+# Property tests explore new examples on every local run (and keep the failures they find in
+# .hypothesis/); under CI they replay one fixed sequence, so a landing never depends on which
+# random examples a run happened to draw. Anything a local run finds is then fixed for good.
+if os.environ.get("CI"):
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    settings.load_profile("ci")
+
 # In-process CLI runs call logging.basicConfig; with a handler on the root logger that is a
 # no-op, so no handler is left pointing at a captured (later closed) stderr.
 logging.getLogger().addHandler(logging.NullHandler())
