@@ -29,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,44 @@ def _resume_flag(run: Run, layout: Layout) -> list[str]:
     return []
 
 
+class SuspendClock:
+    """Wall seconds that leave out the time this process was stopped.
+
+    Stopping the experiment's process group (``kill -STOP``, Ctrl-Z) to lend the cores to
+    other work would otherwise count as the runs' time: a daemon thread ticks every
+    ``tick`` s, and a gap of more than ``gap`` s between two ticks is time the process
+    spent stopped (a machine this stalled by load alone would be timed badly anyway).
+
+    Example::
+
+        clock = SuspendClock()
+        t0 = clock.now()
+        ...                      # may be stopped and continued meanwhile
+        wall = clock.now() - t0  # excludes the stopped time
+    """
+
+    def __init__(self, tick: float = 0.5, gap: float = 3.0) -> None:
+        self.tick, self.gap = tick, gap
+        self.stopped = 0.0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch, daemon=True, name="suspend-clock").start()
+
+    def _watch(self) -> None:
+        last = time.monotonic()
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            if now - last > self.gap:
+                with self._lock:
+                    self.stopped += now - last - self.tick
+            last = now
+
+    def now(self) -> float:
+        """Monotonic seconds less the stopped time so far."""
+        with self._lock:
+            return time.monotonic() - self.stopped
+
+
 @dataclass
 class _Active:
     run: Run
@@ -137,6 +176,7 @@ class Scheduler:
         self.layout, self.lanes = layout, lanes
         self.finish, self.evaluate, self.resolve = finish, evaluate, resolve
         self.active: dict[int, _Active] = {}
+        self.clock = SuspendClock()  # a paused experiment does not inflate its runs' times
 
     def _start(self, run: Run) -> None:
         work = self.layout.work(run.name)
@@ -150,7 +190,7 @@ class Scheduler:
         with open(work / "log.txt", "ab") as f:
             proc = subprocess.Popen([sys.executable, *argv], stdout=f, stderr=subprocess.STDOUT,
                                     env=env, cwd=Path(__file__).resolve().parents[1])
-        self.active[proc.pid] = _Active(run, proc, time.perf_counter())
+        self.active[proc.pid] = _Active(run, proc, self.clock.now())
 
     def _reap(self, block: bool) -> list[str]:
         """Collect exited commands; -> names of failed ones."""
@@ -163,7 +203,7 @@ class Scheduler:
             if act is None:
                 continue
             act.proc.returncode = os.waitstatus_to_exitcode(status)
-            wall = time.perf_counter() - act.started
+            wall = self.clock.now() - act.started
             cpu = usage.ru_utime + usage.ru_stime  # the command and the children it waited for
             if act.proc.returncode != 0:
                 log.error("%s failed (exit %d); see %s", act.run.name, act.proc.returncode,

@@ -95,6 +95,35 @@ def test_paired_bootstrap_difference_and_verdict_match_a_direct_computation():
     assert verdict(None, "A", "B") == "not run"
 
 
+SUSPENDED_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from experiment_runs import SuspendClock
+clock = SuspendClock(tick=0.05, gap=0.3)
+t0, m0 = clock.now(), time.monotonic()
+print("ready", flush=True)
+time.sleep(2.5)
+print(clock.now() - t0, time.monotonic() - m0, flush=True)
+"""
+
+
+def test_suspend_clock_leaves_out_the_time_the_process_was_stopped():
+    import signal
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", SUSPENDED_CHILD, str(SCRIPTS)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(1.2)
+    child.send_signal(signal.SIGCONT)
+    clock_s, monotonic_s = map(float, child.stdout.readline().split())
+    child.wait(timeout=30)
+    assert monotonic_s >= 2.5  # the sleep counted the stopped time
+    assert monotonic_s - clock_s == pytest.approx(1.2, abs=0.35)
+
+
 def _manifest(speakers: int, utts: int) -> Manifest:
     return Manifest([Utterance(id=f"s{s:02d}/v/{u:05d}.wav", speaker=f"s{s:02d}",
                                path=Path(f"/x/{s}/{u}.wav"), num_samples=16000,
