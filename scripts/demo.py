@@ -41,6 +41,9 @@ import click
 
 from speaker.atomic import atomic_path, atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).parent))
+from recipes import RECIPES, TEACHER_RECIPE, describe  # noqa: E402
+
 log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -66,46 +69,36 @@ class DemoSize:
     views_per_utt: int
     crop_seconds: float
     topk: int
-    # students: epochs over the cache per architecture, batch size (AdamW, lr 3e-3)
+    # students: epochs over the cache per architecture (recipes: scripts/recipes.py)
     student_epochs: dict[str, int]
-    student_batch: int
     corpus_seed: int = 0
     student_seed: int = 0
 
 
-# Time of the full size on 2 cores (docs/demo.md, one run at load ~1-3): corpus 26 s, teacher
-# 440 s (one torch thread plus one loader worker), dump + verifies 32 s, students 718 s on two
-# lanes (ResNet34 309 s and CAM++ 268 s each dominate; x-vectors 60-85 s), evaluation 57 s:
-# ~21 min. One-thread step times, batch 64: x-vector 2.8 ms per 1-s crop, ResNet34 22 ms,
-# CAM++ 12 ms; ECAPA C=256 11 ms per 2-s crop.
+# Time of the full size on 2 cores (one run on 2026-12-02, nothing else running): corpus
+# 41 s, teacher 229 s (5 epochs, both cores, no loader worker), dump + verifies 35 s,
+# students 550 s on two lanes (ResNet34 ~195 s and CAM++ ~215 s each dominate; x-vectors
+# ~70 s), evaluation 61 s: 916 s. One-thread step times per 1-s crop: x-vector 3.5 ms
+# (batch 64), ResNet34 29 ms and CAM++ 22 ms (batch 32); ECAPA C=256 24 ms per 2-s crop.
 SIZES = {
     "full": DemoSize(speakers=200, utts_per_speaker=8, test_speakers=60, test_utts_per_speaker=8,
-                     session_variation=0.7, teacher_epochs=6, views_per_utt=2,
+                     session_variation=0.7, teacher_epochs=5, views_per_utt=2,
                      crop_seconds=1.0, topk=32,
-                     student_epochs={"xvector": 6, "resnet34": 4, "campp": 5},
-                     student_batch=64),
+                     student_epochs={"xvector": 6, "resnet34": 2, "campp": 3}),
     "quick": DemoSize(speakers=16, utts_per_speaker=4, test_speakers=8, test_utts_per_speaker=4,
                       session_variation=0.7, teacher_epochs=2, views_per_utt=2,
                       crop_seconds=1.0, topk=8,
-                      student_epochs={"xvector": 2, "resnet34": 1, "campp": 1},
-                      student_batch=16),
+                      student_epochs={"xvector": 2, "resnet34": 1, "campp": 1}),
 }
 
-# (architecture, --arch-opt values, losses): the demo widths of the cheap students.
-STUDENTS = [
-    ("resnet34", ["base_width=8", "embed_dim=128"], ["ce", "dkd"]),
-    ("campp", ["growth_rate=8", "init_channels=32", "fcm_channels=8", "embed_dim=128"],
-     ["ce", "dkd"]),
-    ("xvector", ["channels=128", "embed_dim=128"], ["ce", "kd", "dkd"]),
-]
+# The students and their losses, all from the one cache (widths and recipes:
+# scripts/recipes.py, shared with `make results`).
+STUDENT_LOSSES = {"resnet34": ["ce", "dkd"], "campp": ["ce", "dkd"], "xvector": ["ce", "kd", "dkd"]}
 LOSS_ARGS = {
     "ce": ["--loss", "ce"],
     "kd": ["--loss", "kd", "--temperature", "1"],
     "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", "2", "--temperature", "1"],
 }
-# A few hundred steps per student: AdamW learns there, SGD at wespeaker's LR does not
-# (docs/recipe_sweep.md).
-STUDENT_OPTIMIZER = ["--optimizer", "adamw"]
 
 
 def _children_cpu() -> float:
@@ -148,14 +141,13 @@ def step(title: str, args: list[str], stages: Stages | None = None, stage: str =
 def student_jobs(out: Path, cache: Path, data: list[str], size: DemoSize) -> dict[str, list[str]]:
     """name -> the stage-2 command line of every student, longest first."""
     jobs = {}
-    for arch, opts, losses in STUDENTS:
+    for arch, losses in STUDENT_LOSSES.items():
         for loss in losses:
             run_dir = out / "students" / f"{arch}-{loss}"
             jobs[f"{arch}-{loss}"] = [
-                "-m", "stage2_student.train", "--cache", str(cache), *data, "--arch", arch,
-                *[a for opt in opts for a in ("--arch-opt", opt)], *LOSS_ARGS[loss],
-                *STUDENT_OPTIMIZER, "--epochs", str(size.student_epochs[arch]),
-                "--batch-size", str(size.student_batch), "--seed", str(size.student_seed),
+                "-m", "stage2_student.train", "--cache", str(cache), *data,
+                *RECIPES[arch].argv(), *LOSS_ARGS[loss],
+                "--epochs", str(size.student_epochs[arch]), "--seed", str(size.student_seed),
                 "--workers", "0", "--out", str(run_dir),
                 *(["--resume"] if (run_dir / "model.pt").exists() else []),
             ]
@@ -218,7 +210,8 @@ def run_demo(out: Path, size: DemoSize, workers: int, parallel: int) -> dict[str
         ], stages, "corpus")
     if not (teacher / "results.json").exists():
         step("teacher", [
-            "-m", "stage1_teacher.train", "--preset", "demo", *data, "--out", str(teacher),
+            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *data,
+            "--out", str(teacher),
             "--epochs", str(size.teacher_epochs), "--eval-every", "0",
             "--workers", str(workers),
             *(["--resume"] if (teacher / "model.pt").exists() else []),
@@ -277,7 +270,6 @@ def dkd_vs_ce_noise(results: dict[str, dict]) -> str:
 
 
 def _machine() -> str:
-    sys.path.insert(0, str(Path(__file__).parent))
     import torch
     from benchlib import cores, cpu_name
 
@@ -322,16 +314,15 @@ def write_doc(out: Path, size: DemoSize, table: str, times: dict, load: str,
         f"{size.utts_per_speaker} --test-speakers {size.test_speakers} --test-utts-per-speaker "
         f"{size.test_utts_per_speaker} --session-variation {size.session_variation} --seed "
         f"{size.corpus_seed}`.",
-        f"- Teacher: `--preset demo` (ECAPA-TDNN C=256, 2-s crops, SGD 0.02), "
+        f"- Teacher: `{' '.join(TEACHER_RECIPE)}` (ECAPA-TDNN C=256, 2-s "
+        "crops), "
         f"{size.teacher_epochs} epochs.",
         f"- Cache: {size.views_per_utt} views per utterance, {size.crop_seconds:g}-s crops, "
         f"k={size.topk}, T = 1, 2, 4; store and replay verified.",
-        "- Students, all from that cache, AdamW (lr 3e-3, scaled schedule), batch "
-        f"{size.student_batch}, seed {size.student_seed}, epochs "
+        f"- Students, all from that cache, seed {size.student_seed}, epochs "
         + ", ".join(f"{a} {e}" for a, e in size.student_epochs.items())
-        + ": x-vector 128 ch, ResNet34 width 8, CAM++ growth 8 / 32 initial channels; "
-        "`ce` = AAM cross-entropy alone, `kd` = CE + KD (T 1), `dkd` = CE + DKD "
-        "(alpha 1, beta 2, T 1).",
+        + f" ({describe()}; scripts/recipes.py); `ce` = AAM cross-entropy alone, "
+        "`kd` = CE + KD (T 1), `dkd` = CE + DKD (alpha 1, beta 2, T 1).",
         "",
         "## Results",
         "",
@@ -383,8 +374,10 @@ Examples:
 """)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny corpus and 1-2 epochs (a smoke run).")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="DataLoader workers of the teacher and the dump.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="DataLoader workers of the teacher and the dump (0: the crops are "
+                   "rendered between steps and the model gets both cores: 50 s per teacher "
+                   "epoch against 70 s with one worker and one thread).")
 @click.option("--parallel", type=int, default=2, show_default=True,
               help="Students trained at once (one torch thread each).")
 @click.option("--check", type=click.Choice(["corpus", "student"]), multiple=True,

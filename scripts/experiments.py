@@ -44,6 +44,7 @@ import click
 sys.path.insert(0, str(Path(__file__).parent))
 from experiment_report import write_report  # noqa: E402
 from experiment_runs import Layout, Run, Scheduler, evaluate_models_of, todo, write_json  # noqa: E402
+from recipes import RECIPES, TEACHER_RECIPE  # noqa: E402
 
 log = logging.getLogger("experiments")
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ class Size:
     test_speakers: int
     test_utts_per_speaker: int
     session_variation: float
-    # teachers: the demo preset (ECAPA C=256, SGD 0.02); the weak one trains fewer epochs
+    # teachers: the demo recipe (scripts/recipes.py, ECAPA C=256); the weak one trains fewer epochs
     teacher_epochs: int
     weak_teacher_epochs: int
     # caches: 1-s crops (the students' crop), E views, k, temperature grid
@@ -69,9 +70,9 @@ class Size:
     topk: int
     views_grid: tuple[int, ...]
     topk_grid: tuple[int, ...]  # + C-1 (every non-target speaker)
-    # students: AdamW (the demo's recipe), epochs per architecture at E = views
+    # students: the demo's widths and recipes (scripts/recipes.py), epochs per
+    # architecture at E = views
     student_epochs: tuple[tuple[str, int], ...]
-    student_batch: int
     xvector_seeds: int
     other_seeds: int
     # section 3: shares of the speakers, all at `spk_utterances` of the utterances
@@ -91,14 +92,14 @@ SIZES = {
                  crop_seconds=1.0, views=2, topk=32, views_grid=(1, 2, 4, 8),
                  topk_grid=(4, 8, 32),
                  student_epochs=(("xvector", 4), ("resnet34", 2), ("campp", 2)),
-                 student_batch=64, xvector_seeds=3, other_seeds=2,
+                 xvector_seeds=3, other_seeds=2,
                  spk_shares=(0.25, 0.5, 1.0), spk_utterances=0.25, cost_batch=4),
     "quick": Size(speakers=16, utts_per_speaker=8, test_speakers=8, test_utts_per_speaker=4,
                   session_variation=0.7, teacher_epochs=2, weak_teacher_epochs=1,
                   crop_seconds=1.0, views=2, topk=8, views_grid=(1, 2),
                   topk_grid=(4, 8),
                   student_epochs=(("xvector", 2), ("resnet34", 1), ("campp", 1)),
-                  student_batch=16, xvector_seeds=2, other_seeds=1,
+                  xvector_seeds=2, other_seeds=1,
                   spk_shares=(0.5, 1.0), spk_utterances=0.5, cost_batch=2,
                   # a tiny WavLM: the smoke run checks the plumbing, not the paper's cost
                   paper_opts=("encoder_embed_dim=32", "encoder_num_layers=2",
@@ -107,11 +108,6 @@ SIZES = {
                               "extractor_conv_channels=32", "ecapa_channels=64")),
 }
 
-ARCHS = {
-    "xvector": ["channels=128", "embed_dim=128"],
-    "resnet34": ["base_width=8", "embed_dim=128"],
-    "campp": ["growth_rate=8", "init_channels=32", "fcm_channels=8", "embed_dim=128"],
-}
 SHORT = {"xvector": "xv", "resnet34": "r34", "campp": "campp"}
 # The losses of section 1: name -> stage-2 flags. dkd is the paper's (alpha 1, beta 2, T 1).
 LOSSES = {
@@ -129,7 +125,6 @@ LOSSES = {
 }
 XV_LOSSES = list(LOSSES)
 OTHER_LOSSES = ["ce", "kd", "dkd", "trkd"]
-STUDENT_RECIPE = ["--optimizer", "adamw"]  # a few hundred steps: docs/recipe_sweep.md
 
 # Seconds per crop on the 2-core reference machine (the demo's measured budget in
 # scripts/demo.py, docs/bench_*.md): one-thread training step of each student on a 1-s crop
@@ -139,7 +134,7 @@ STUDENT_RECIPE = ["--optimizer", "adamw"]  # a few hundred steps: docs/recipe_sw
 # printed beside them for comparison.
 # Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
 # each pass over the test set shared by the models evaluated together (about 15 passes).
-COST = {"xvector": 0.004, "resnet34": 0.024, "campp": 0.014, "teacher_crop": 0.026,
+COST = {"xvector": 0.004, "resnet34": 0.027, "campp": 0.021, "teacher_crop": 0.027,
         "teacher_forward": 0.0075, "replay": 0.004, "start": 8.0, "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
@@ -229,8 +224,9 @@ class Plan:
                 section: list[int]) -> Run:
         crops = epochs * self.utterances * share
         return self.add(Run(name, "teacher", [
-            "-m", "stage1_teacher.train", "--preset", "demo", "--train", str(train), *self.aug,
-            "--epochs", str(epochs), "--eval-every", "0", "--workers", "1",
+            "-m", "stage1_teacher.train", *TEACHER_RECIPE, "--train", str(train), *self.aug,
+            # no loader worker: the model gets both cores (50 s per demo epoch against 70 s)
+            "--epochs", str(epochs), "--eval-every", "0", "--workers", "0",
             "--out", str(self.work(name))], deps,
             est_s=COST["start"] + crops * COST["teacher_crop"]
             + self.test_seconds * COST["eval_teacher"],
@@ -268,16 +264,17 @@ class Plan:
         views = views or s.views
         missing = "" if loss != "kd-w3" or self.opts.kd_weight else (
             "stage2_student.train has no --kd-weight: the weight-matched KD control cannot run")
-        opts = ARCHS[arch]
+        recipe = RECIPES[arch]
+        opts = recipe.opts
         if loss == "emb":  # embedding KD needs the teacher's embedding size
-            opts = [o for o in opts if not o.startswith("embed_dim=")]
-            opts.append(f"embed_dim={TEACHER_EMBED_DIM}")
+            opts = (*[o for o in opts if not o.startswith("embed_dim=")],
+                    f"embed_dim={TEACHER_EMBED_DIM}")
         argv = ["-m", "stage2_student.train", "--cache", str(self.work(cache) / "logits.zarr"),
-                "--train", str(train or self.train), *self.aug, "--arch", arch,
-                *[a for o in opts for a in ("--arch-opt", o)], *LOSSES[loss],
+                "--train", str(train or self.train), *self.aug, *recipe.argv(opts),
+                *LOSSES[loss],
                 *(["--topk", str(topk)] if topk is not None else []),
                 *(["--online-teacher", str(self.work(online) / "model.pt")] if online else []),
-                *STUDENT_RECIPE, "--epochs", str(epochs), "--batch-size", str(s.student_batch),
+                "--epochs", str(epochs),
                 "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
         crops = epochs * views * self.utterances * share
         per_crop = COST[arch] + (COST["teacher_forward"] + COST["replay"] if online else 0.0)
@@ -357,7 +354,7 @@ class Plan:
         self.add(Run("costs", "measure", [
             str(SCRIPTS / "experiment_costs.py"), "--teacher",
             str(self.work("teacher") / "model.pt"), "--arch", "xvector",
-            *[a for o in ARCHS["xvector"] for a in ("--arch-opt", o)],
+            *[a for o in RECIPES["xvector"].opts for a in ("--arch-opt", o)],
             "--batch", str(s.cost_batch), "--crop-seconds", str(s.crop_seconds),
             *[a for o in s.paper_opts for a in ("--paper-opt", o)]], ("teacher",),
             # build ~20 s; 4 timed calls of each model, the paper forward ~3 s per crop
@@ -545,16 +542,16 @@ def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | 
     layout = Layout(out.resolve(), results_dir.resolve())
     settings = {"size": "quick" if quick else "full", **asdict(size),
                 "data": str(data) if data else "synthetic (speaker.toy)", "lanes": lanes,
-                "student_recipe": STUDENT_RECIPE, "archs": ARCHS, "losses": LOSSES,
+                "students": {a: asdict(r) for a, r in RECIPES.items()}, "losses": LOSSES,
                 "xv_losses": XV_LOSSES, "other_losses": OTHER_LOSSES, "short": SHORT}
     if plan_only:
         print_plan(plan, layout, lanes)
         return
     failed: list[str] = []
-    started = time.perf_counter()
     if not report_only:
         exp = Experiment(plan, layout, lanes)
         sched = Scheduler(layout, lanes, exp.finish, exp.evaluate, exp.resolve)
+        started = sched.clock.now()  # the session's time, less any time it was stopped
 
         def stop(signum: int, frame: object) -> None:
             log.info("stopped by signal %d: rerun the same command to resume", signum)
@@ -568,7 +565,7 @@ def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | 
             sched.stop()
             raise
         finally:
-            record_session(layout.results, time.perf_counter() - started)
+            record_session(layout.results, sched.clock.now() - started)
     summary = write_report(runs, layout, settings, report)
     if failed:
         click.echo(f"error: runs failed or not run: {', '.join(failed)} (logs under "
