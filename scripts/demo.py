@@ -210,8 +210,7 @@ def run_demo(out: Path, size: DemoSize, workers: int, parallel: int) -> dict[str
         ], stages, "corpus")
     if not (teacher / "results.json").exists():
         step("teacher", [
-            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *data,
-            "--out", str(teacher),
+            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *data, "--out", str(teacher),
             "--epochs", str(size.teacher_epochs), "--eval-every", "0",
             "--workers", str(workers),
             *(["--resume"] if (teacher / "model.pt").exists() else []),
@@ -314,8 +313,7 @@ def write_doc(out: Path, size: DemoSize, table: str, times: dict, load: str,
         f"{size.utts_per_speaker} --test-speakers {size.test_speakers} --test-utts-per-speaker "
         f"{size.test_utts_per_speaker} --session-variation {size.session_variation} --seed "
         f"{size.corpus_seed}`.",
-        f"- Teacher: `{' '.join(TEACHER_RECIPE)}` (ECAPA-TDNN C=256, 2-s "
-        "crops), "
+        f"- Teacher: `{' '.join(TEACHER_RECIPE)}` (ECAPA-TDNN C=256, 2-s crops), "
         f"{size.teacher_epochs} epochs.",
         f"- Cache: {size.views_per_utt} views per utterance, {size.crop_seconds:g}-s crops, "
         f"k={size.topk}, T = 1, 2, 4; store and replay verified.",

@@ -205,7 +205,8 @@ class Report:
                  "speakers (the same resamplings for every model, seeds paired). An ordering "
                  "is claimed only where the interval excludes 0 or the difference exceeds "
                  "the seed std; otherwise \"within noise\".",
-                 "- Every setting (`scripts/experiments.py` `Size`, `LOSSES`; `scripts/recipes.py`):", "",
+                 "- Every setting (`scripts/experiments.py` `Size`, `LOSSES`; "
+                 "`scripts/recipes.py`):", "",
                  "```json", json.dumps(self.settings, indent=None, default=str), "```", "")
 
     # ---- 1. losses ------------------------------------------------------------------------

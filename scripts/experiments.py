@@ -355,8 +355,7 @@ class Plan:
         # 6. teacher forward (paper-sized and ours) against a student step, side by side
         self.add(Run("costs", "measure", [
             str(SCRIPTS / "experiment_costs.py"), "--teacher",
-            str(self.work("teacher") / "model.pt"), "--arch", "xvector",
-            *[a for o in RECIPES["xvector"].opts for a in ("--arch-opt", o)],
+            str(self.work("teacher") / "model.pt"), *RECIPES["xvector"].model_argv(),
             "--batch", str(s.cost_batch), "--crop-seconds", str(s.crop_seconds),
             *[a for o in s.paper_opts for a in ("--paper-opt", o)]], ("teacher",),
             # build ~20 s; 4 timed calls of each model, the paper forward ~3 s per crop
