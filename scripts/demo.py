@@ -42,7 +42,7 @@ import click
 from speaker.atomic import atomic_path, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipes import RECIPES, TEACHER_RECIPE, describe  # noqa: E402
+from recipes import RECIPES, TEACHER_RECIPE, describe, training_data_argv  # noqa: E402
 
 log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ class DemoSize:
     test_speakers: int
     test_utts_per_speaker: int
     session_variation: float
-    # teacher: the demo preset (ECAPA C=256, 2-s crops, SGD 0.02) for this many epochs
+    # teacher: ECAPA C=256 on 2-s crops (recipes.TEACHER_RECIPE) for this many epochs
     teacher_epochs: int
     # cache: views per utterance and their crop length, which is the students' crop
     views_per_utt: int
@@ -147,7 +147,8 @@ def student_jobs(out: Path, cache: Path, data: list[str], size: DemoSize) -> dic
             jobs[f"{arch}-{loss}"] = [
                 "-m", "stage2_student.train", "--cache", str(cache), *data,
                 *RECIPES[arch].argv(), *LOSS_ARGS[loss],
-                "--epochs", str(size.student_epochs[arch]), "--seed", str(size.student_seed),
+                *RECIPES[arch].length_argv(size.student_epochs[arch]),
+                "--seed", str(size.student_seed),
                 "--workers", "0", "--out", str(run_dir),
                 *(["--resume"] if (run_dir / "model.pt").exists() else []),
             ]
@@ -210,7 +211,8 @@ def run_demo(out: Path, size: DemoSize, workers: int, parallel: int) -> dict[str
         ], stages, "corpus")
     if not (teacher / "results.json").exists():
         step("teacher", [
-            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *data, "--out", str(teacher),
+            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *training_data_argv(toy),
+            "--out", str(teacher),
             "--epochs", str(size.teacher_epochs), "--eval-every", "0",
             "--workers", str(workers),
             *(["--resume"] if (teacher / "model.pt").exists() else []),
@@ -228,7 +230,8 @@ def run_demo(out: Path, size: DemoSize, workers: int, parallel: int) -> dict[str
         step("replay verify", ["-m", "stage1_teacher.verify", str(cache), "--teacher", model,
                                *data, "--rows", "64"], stages, "verify")
         atomic_write_text(out / "verify.txt", "store and replay verified\n")
-    jobs = student_jobs(out, cache, data, size)
+    # the models are trained without the test set and evaluated together at the end
+    jobs = student_jobs(out, cache, training_data_argv(toy), size)
     run_students(out, jobs, parallel, stages)
     # the table lists x-vector, ResNet34, CAM++, each ce, kd, dkd (jobs run longest first)
     shown = [f"{a}-{loss}" for a in ("xvector", "resnet34", "campp") for loss in LOSS_ARGS]

@@ -44,7 +44,7 @@ import click
 sys.path.insert(0, str(Path(__file__).parent))
 from experiment_report import write_report  # noqa: E402
 from experiment_runs import Layout, Run, Scheduler, evaluate_models_of, todo, write_json  # noqa: E402
-from recipes import RECIPES, TEACHER_RECIPE  # noqa: E402
+from recipes import RECIPES, TEACHER_RECIPE, training_data_argv  # noqa: E402
 
 log = logging.getLogger("experiments")
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,12 +172,11 @@ class Plan:
         self.synthetic = data is None
         self.root = data if data is not None else out / "runs" / "corpus" / "data"
         self.train = self.root / "train" / "manifest.jsonl"
-        aug = []
-        for name in ("musan", "rirs"):  # the toy corpus always has both
-            if self.synthetic or (self.root / name).exists():
-                aug += [f"--{name}", str(self.root / name)]
-        self.aug = aug
         self.classes: int | None = None  # C, known once the corpus exists (k = C-1)
+
+    def train_data(self, train: Path | None) -> list[str]:
+        """--train (the corpus' or a subset) and its noise; the toy corpus always has both."""
+        return training_data_argv(self.root, train, noise_present=self.synthetic)
 
     def add(self, run: Run) -> Run:
         self.runs.append(run)
@@ -226,7 +225,7 @@ class Plan:
                 section: list[int]) -> Run:
         crops = epochs * self.utterances * share
         return self.add(Run(name, "teacher", [
-            "-m", "stage1_teacher.train", *TEACHER_RECIPE, "--train", str(train), *self.aug,
+            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *self.train_data(train),
             # no loader worker: the model gets both cores (50 s per demo epoch against 70 s)
             "--epochs", str(epochs), "--eval-every", "0", "--workers", "0",
             "--out", str(self.work(name))], deps,
@@ -245,7 +244,7 @@ class Plan:
         label = str(topk) if topk is not None else "C-1"
         return self.add(Run(name, "dump", [
             "-m", "stage1_teacher.dump", "--teacher", str(self.work(teacher) / "model.pt"),
-            "--train", str(train), *self.aug, "--views-per-utt", str(views),
+            *self.train_data(train), "--views-per-utt", str(views),
             "--crop-seconds", str(s.crop_seconds), "--topk", k, "--temperatures", "1,2,4",
             *(["--embeddings"] if embeddings else []),
             "--store-features",  # the many students read fbank instead of replaying crops
@@ -272,11 +271,11 @@ class Plan:
             opts = (*[o for o in opts if not o.startswith("embed_dim=")],
                     f"embed_dim={TEACHER_EMBED_DIM}")
         argv = ["-m", "stage2_student.train", "--cache", str(self.work(cache) / "logits.zarr"),
-                "--train", str(train or self.train), *self.aug, *recipe.argv(opts),
+                *self.train_data(train), *recipe.argv(opts),
                 *LOSSES[loss],
                 *(["--topk", str(topk)] if topk is not None else []),
                 *(["--online-teacher", str(self.work(online) / "model.pt")] if online else []),
-                "--epochs", str(epochs),
+                *recipe.length_argv(epochs),
                 "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
         crops = epochs * views * self.utterances * share
         per_crop = COST[arch] + (COST["teacher_forward"] + COST["replay"] if online else 0.0)

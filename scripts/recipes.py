@@ -19,8 +19,13 @@ most in 6 epochs on the demo corpus (2026-12-02, one seed, 480 test utterances):
   constant LR after the warm-up learns: ResNet34 at 1e-2 21.0 % (DKD 13.3 %). CAM++ is
   the fragile one at 3 epochs: 1e-2 gave CE 19.2 % but DKD diverged (42.0 %), 5e-3 gave
   CE 22.9 % / DKD 25.2 %, the decaying 1e-2 CE 32.5 % / DKD 22.1 % (demo corpus, one seed
-  each, 2026-12-02). At 5e-3 DKD stayed above CE in all three of the demo's runs (its
-  seed checks, docs/demo.md): not noise, and not understood yet.
+  each, 2026-12-02). At 5e-3 with the default KD warm-up (2/15 of the run, 40 steps) DKD
+  stayed above CE in all three of the demo's runs (25.5 / 26.8 / 26.2 against CE 22.9 /
+  19.2 / 24.7; main run, corpus seed 1, student seed 1): the KD term came in long before
+  the student separated any speakers. Ramping it up over half the run instead
+  (``kd_warmup_share``): DKD 18.7 / 27.3 / 16.9, below CE in 2 of the 3 and 5.2 points
+  lower on average than with the default warm-up (the same three runs, 2026-12-02). At
+  300 steps CAM++'s EER still moves by several points between seeds: within noise of CE.
 
 Example::
 
@@ -31,6 +36,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class StudentRecipe:
     batch_size: int
     optimizer: tuple[str, ...]
     width: str  # how the report names the width
+    # KD weight ramp as a share of the run (None: the trainer's default, 2/15 of it)
+    kd_warmup_share: float | None = None
 
     def model_argv(self, opts: tuple[str, ...] | None = None) -> list[str]:
         """``--arch`` and its ``--arch-opt`` flags (``opts`` replaces the options)."""
@@ -51,6 +59,16 @@ class StudentRecipe:
     def argv(self, opts: tuple[str, ...] | None = None) -> list[str]:
         """The stage-2 flags of this student: the model's, its optimizer, its batch size."""
         return [*self.model_argv(opts), *self.optimizer, "--batch-size", str(self.batch_size)]
+
+    def length_argv(self, epochs: int) -> list[str]:
+        """``--epochs`` and, where the recipe sets one, the KD warm-up over that run.
+
+        >>> RECIPES["campp"].length_argv(3)
+        ['--epochs', '3', '--kd-warmup', '1.5']
+        """
+        warmup = ([] if self.kd_warmup_share is None
+                  else ["--kd-warmup", f"{self.kd_warmup_share * epochs:g}"])
+        return ["--epochs", str(epochs), *warmup]
 
 
 TEACHER_RECIPE = ["--preset", "demo", "--optimizer", "adamw", "--lr", "3e-3",
@@ -68,11 +86,31 @@ RECIPES = {
                               _constant_adamw("1e-2"), "ResNet34 width 8"),
     "campp": StudentRecipe("campp", ("growth_rate=8", "init_channels=32", "fcm_channels=8",
                                      "embed_dim=128"), 32, _constant_adamw("5e-3"),
-                           "CAM++ growth 8 / 32 initial channels"),
+                           "CAM++ growth 8 / 32 initial channels", kd_warmup_share=0.5),
 }
+
+
+def training_data_argv(root: Path, train: Path | None = None,
+                       noise_present: bool = False) -> list[str]:
+    """The data flags of a training run on a prepared data root: its training manifest
+    (``train``: another one, e.g. a subset) and noise, not its test set, so a run does not
+    evaluate itself at its end; the demo and ``make results`` evaluate the models together,
+    in one pass over the test audio. ``noise_present``: pass musan/ and rirs/ before they
+    exist (a corpus still to be generated); otherwise only the ones the root has.
+
+    >>> training_data_argv(Path("toy"), noise_present=True)
+    ['--train', 'toy/train/manifest.jsonl', '--musan', 'toy/musan', '--rirs', 'toy/rirs']
+    """
+    argv = ["--train", str(train or root / "train" / "manifest.jsonl")]
+    for name in ("musan", "rirs"):
+        if noise_present or (root / name).exists():
+            argv += [f"--{name}", str(root / name)]
+    return argv
 
 
 def describe() -> str:
     """One line per student for the reports."""
     return "; ".join(f"{r.width}: {' '.join(r.optimizer)}, batch {r.batch_size}"
+                     + ("" if r.kd_warmup_share is None
+                        else f", KD warm-up over {r.kd_warmup_share:.0%} of the run")
                      for r in RECIPES.values())

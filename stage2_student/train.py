@@ -17,8 +17,10 @@ paper's 20 of 150) unless ``--kd-warmup`` says otherwise.
 
 Every setting is checked against the cache before the first step; the resolved config is
 saved as ``config.json`` next to ``model.pt`` (``--config`` runs it again, any option given
-on the command line replacing its value), and the final evaluation as ``results.json`` and
-``det.png``. Examples: see :data:`EXAMPLES` (``--help``).
+on the command line replacing its value), and the training history as ``results.json``, with
+the final evaluation and ``det.png`` when the data has a test set (pass only ``--train`` to
+skip it when another step evaluates the models together, as the demo does). Examples: see
+:data:`EXAMPLES` (``--help``).
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def check_request(config: StudentConfig, views: CachedViews, live: Teacher | Non
 
 def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path,
                   resume: bool) -> dict:
-    """Train (or resume) one student into ``out``; returns the final evaluation."""
+    """Train (or resume) one student into ``out``; returns the last epoch's statistics, with the
+    final evaluation when ``data`` has a test set."""
     ctx = init_distributed()
     intra_op_threads(0, config.workers, ctx)  # leave the cores the loader workers use
     manifest = data.train_manifest()
@@ -218,12 +221,14 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
     trainer.fit(batches, distill_step(config.distill, live, live_margin, ctx.device))
     warn_if_capped(trainer.history, config.distill, views.k_prime)
     final = trainer.history[-1] if trainer.history else {}
-    if ctx.is_main and evaluate is not None:
-        # The trainer evaluates after the last epoch; a resumed finished run ran none.
-        result = evaluated[-1] if evaluated else evaluate_model(
-            model, test_manifest, trials, render.reader, ctx.device)
-        final = {**final, **result.summary()}
-        plot_det({out.name: result.det()}, out / "det.png")
+    if ctx.is_main:
+        if evaluate is not None:
+            # The trainer evaluates after the last epoch; a resumed finished run ran none.
+            result = evaluated[-1] if evaluated else evaluate_model(
+                model, test_manifest, trials, render.reader, ctx.device)
+            final = {**final, **result.summary()}
+            plot_det({out.name: result.det()}, out / "det.png")
+        # written last: its presence says the run finished (as the teacher's)
         write_json(out / "results.json", {"history": trainer.history, "final": final})
     shutdown_distributed()
     return final

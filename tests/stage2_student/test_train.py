@@ -92,6 +92,23 @@ def test_two_architectures_train_from_one_cache(reference: Path, student_cache, 
         assert loss[-1] < 0.75 * loss[0] and ce[-1] < ce[0], (run_dir.name, loss, ce)
 
 
+
+def test_a_run_without_a_test_set_records_its_history_only(student_cache, tmp_path: Path):
+    """Given only --train (another step evaluates the models together, as the demo does),
+    the run still writes results.json, its sign of a finished run, with the training
+    history and no evaluation."""
+    corpus = Path(student_cache.corpus)
+    aug = [a for name in ("musan", "rirs") if (corpus / name).exists()
+           for a in (f"--{name}", corpus / name)]
+    out = tmp_path / "no-test"
+    train_in_process(["--cache", student_cache.cache, "--train",
+                      corpus / "train" / "manifest.jsonl", *aug, "--out", out,
+                      "--epochs", "1", "--workers", "0"])
+    results = json.loads((out / "results.json").read_text())
+    assert [h["epoch"] for h in results["history"]] == [1]
+    assert results["final"] == results["history"][-1] and "eer" not in results["final"]
+    assert not (out / "det.png").exists()
+
 def test_sigkilled_run_resumes_to_the_same_weights(student_run, reference: Path,
                                                     tmp_path: Path,
                                                     sigkill_once_checkpointed,
