@@ -73,7 +73,7 @@ from stage2_student.data import CachedViews, CacheRequest, StudentBatch
 from stage2_student.kernels import teacher_probs
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss
 from stage2_student.train import distill_step, kd_teacher_margin
-from store import StoreError, StoreReader
+from store import StoreReader
 
 log = logging.getLogger("bench_stage2")
 
@@ -453,4 +453,4 @@ def cli(workdir: Path, speakers: int, utts_per_speaker: int, duration: float,
 
 
 if __name__ == "__main__":
-    run(cli, user_errors=(StoreError,))
+    run(cli)

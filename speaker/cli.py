@@ -1,26 +1,15 @@
-"""Shared glue for the project's click CLIs: logging setup, one-line errors, signals.
+"""Shared glue for the project's click CLIs: the error and signal contract, option parsing.
 
-Every entry point runs through :func:`run`, which gives every CLI the same contract:
-
-* bad input (``UserError`` or any other exception type passed in ``user_errors``) prints
-  ``error: <message>`` on stderr and exits with status 2 instead of a traceback;
-* a file system that refuses a write or read (``OSError``: full or read-only disk,
-  permissions) is one ``error:`` line as well, exit 2 -- writers go through
-  :mod:`speaker.atomic`, so nothing half-written is left under a final name;
-* Ctrl-C (SIGINT) and SIGTERM (what schedulers, ``timeout`` and ``kill`` send) end the
-  same way: one line saying what stopped the run and, for a command with ``--resume``,
-  how to continue it; exit 130 / 143. Both arrive as ``KeyboardInterrupt`` in the main
-  thread, so the code they interrupt unwinds exactly as for Ctrl-C (background writers
-  finish their shard, temporary files are removed).
+Every entry point runs through :func:`run`, the contract of :mod:`store.cli` (one
+``error:`` line and exit 2 for bad input and refusing file systems; Ctrl-C and SIGTERM as
+one line with the ``--resume`` hint, exit 130 / 143; ``-h``) with ``UserError`` among the
+bad-input errors. Writers go through :mod:`speaker.atomic`, so nothing half-written is
+left under a final name.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import signal
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,66 +17,16 @@ import click
 
 from speaker.atomic import atomic_write_text
 from speaker.errors import UserError
+from store.cli import run as _run_with_contract
+from store.cli import setup_logging
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
-"""click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
-
-
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated()
-
-
-def _interrupted(command: click.Command, how: str, status: int) -> None:
-    resumable = any(p.name == "resume" for p in command.params)
-    hint = "; rerun the same command with --resume to continue" if resumable else ""
-    click.echo(f"error: interrupted ({how}){hint}", err=True)
-    sys.exit(status)
+__all__ = ["parse_options", "run", "setup_logging", "write_json"]
 
 
 def run(command: click.Command, user_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """Invoke ``command`` with the contract above (one-line errors and signals)."""
-    handled = (UserError, *user_errors)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    try:
-        command.main(standalone_mode=False, **CONTEXT_SETTINGS)
-    except handled as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        # click turns KeyboardInterrupt (Ctrl-C, or SIGTERM via _on_sigterm) into Abort.
-        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
-        if isinstance(cause, _Terminated):
-            _interrupted(command, "SIGTERM", 128 + signal.SIGTERM)
-        _interrupted(command, "Ctrl-C", 130)
-    except click.UsageError as exc:
-        # click's own usage errors (bad option values) as the same single line.
-        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        # A disk that is full, read-only or not ours: not a bug, and no traceback helps.
-        where = f" ({exc.filename})" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
-        sys.exit(2)
-    finally:
-        if in_main_thread:  # None: the handler was not set from Python (the default)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    """Invoke ``command`` with the contract above; ``user_errors``: more exception types
+    that mean bad input."""
+    _run_with_contract(command, (UserError, *user_errors))
 
 
 def parse_options(pairs: tuple[str, ...], what: str = "--arch-opt") -> dict[str, Any]:

@@ -65,7 +65,7 @@ from speaker.training import (
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
 from stage2_student.loss_flags import loss_option_flags, options_from_flags
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss, loss_names
-from store import StoreError, StoreReader, TeacherInfo
+from store import StoreReader, TeacherInfo
 
 log = logging.getLogger("stage2_student.train")
 
@@ -444,4 +444,4 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run(cli, user_errors=(StoreError,))
+    run(cli)

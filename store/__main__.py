@@ -16,7 +16,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from store._cli import run, setup_logging
+from store.cli import run, setup_logging
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader, format_ranges
 from store.schema import check_block

@@ -30,7 +30,7 @@ from speaker.models.checkpoint import load_checkpoint, save_checkpoint
 from speaker.views import row_order
 from stage1_teacher import dump, verify
 from stage2_student import train
-from store import StoreError, StoreReader, StoreWriter
+from store import StoreReader, StoreWriter
 from store import __main__ as store_cli
 from store.lock import lock_path
 
@@ -40,7 +40,7 @@ SHARD_ROWS = 32  # of DUMP_ARGS (tests/conftest.py): 96 rows in 3 shards
 
 def train_main() -> None:
     """What ``python -m stage2_student.train`` runs."""
-    run(train.cli, user_errors=(StoreError,))
+    run(train.cli)
 
 
 def train_args(cache: Path, corpus: Path, out: Path, *extra: str) -> list[str]:

@@ -21,7 +21,6 @@ from speaker.models.checkpoint import load_checkpoint, save_checkpoint
 from speaker.models.heads import AAMSoftmax
 from speaker.toy import ToyConfig, generate
 from stage2_student.train import cli
-from store import StoreError
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3  # of the shared student_run (tests/conftest.py)
@@ -288,7 +287,7 @@ def train_cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
         monkeypatch.setattr(sys, "argv", ["prog", *map(str, args)])
         code = 0
         try:
-            run(cli, user_errors=(StoreError,))
+            run(cli)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         return Outcome(code, capfd.readouterr().err)

@@ -1,0 +1,93 @@
+"""The command-line contract of every entry point in the project, in one place.
+
+It lives in ``store``, the bottom layer (``store`` imports nothing from ``speaker``);
+:func:`speaker.cli.run` adds the training commands' ``UserError`` to it.
+
+* bad input (a :class:`StoreError`, or any other exception type passed in ``errors``)
+  prints ``error: <message>`` on stderr and exits with status 2 instead of a traceback;
+* a file system that refuses a write or read (``OSError``: full or read-only disk,
+  permissions) is one ``error:`` line as well, exit 2 -- writers write to temporary names
+  and rename, so nothing half-written is left under a final name;
+* Ctrl-C (SIGINT) and SIGTERM (what schedulers, ``timeout`` and ``kill`` send) end the
+  same way: one line saying what stopped the run and, for a command with ``--resume``,
+  how to continue it; exit 130 / 143. Both arrive as ``KeyboardInterrupt`` in the main
+  thread, so the code they interrupt unwinds exactly as for Ctrl-C (background writers
+  finish their shard, temporary files are removed);
+* ``-h`` works as ``--help``.
+
+Example::
+
+    run(cli)   # StoreError -> "error: <message>" on stderr, exit status 2
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from store.errors import StoreError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+"""click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _interrupted(command: click.Command, how: str, status: int) -> None:
+    resumable = any(p.name == "resume" for p in command.params)
+    hint = "; rerun the same command with --resume to continue" if resumable else ""
+    click.echo(f"error: interrupted ({how}){hint}", err=True)
+    sys.exit(status)
+
+
+def run(command: click.Command, errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Invoke ``command`` with the contract above; ``errors``: more exception types that
+    mean bad input (their message is the one line)."""
+    handled = (StoreError, *errors)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        command.main(standalone_mode=False, **CONTEXT_SETTINGS)
+    except handled as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns KeyboardInterrupt (Ctrl-C, or SIGTERM via _on_sigterm) into Abort.
+        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
+        if isinstance(cause, _Terminated):
+            _interrupted(command, "SIGTERM", 128 + signal.SIGTERM)
+        _interrupted(command, "Ctrl-C", 130)
+    except click.UsageError as exc:
+        # click's own usage errors (bad option values) as the same single line.
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A disk that is full, read-only or not ours: not a bug, and no traceback helps.
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
+    finally:
+        if in_main_thread:  # None: the handler was not set from Python (the default)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
