@@ -38,7 +38,7 @@ from benchlib import cpu_name, write_atomic  # noqa: E402
 
 from speaker.cli import run  # noqa: E402
 from stage1_teacher.merge import merge_rows  # noqa: E402
-from stage1_teacher.soft_labels import summarize_logits  # noqa: E402
+from stage1_teacher.soft_labels import rows_of_logits  # noqa: E402
 from store import RowBlock  # noqa: E402
 
 TEMPS = (1.0, 2.0, 4.0)
@@ -57,15 +57,6 @@ def teachers(num_teachers: int, classes: int, rows: int, seed: int):
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         out.append(torch.from_numpy((SCALE * e @ w.T).astype(np.float32)))
     return out, torch.from_numpy(labels)
-
-
-def cache_rows(logits: torch.Tensor, labels: torch.Tensor, k: int) -> RowBlock:
-    s = summarize_logits(logits, labels, k, TEMPS)
-    n = len(labels)
-    return RowBlock(utt=np.arange(n, dtype=np.int32), start=np.zeros(n, np.int64),
-                    seed=np.zeros(n, np.uint64), label=labels.numpy().astype(np.int32),
-                    target_logit=s.target_logit, topk_index=s.topk_index,
-                    topk_logit=s.topk_logit.astype(np.float16), tail_lse=s.tail_lse)
 
 
 def full_merge(logits: list[torch.Tensor]) -> torch.Tensor:
@@ -108,8 +99,8 @@ def definitional_gap(logits: list[torch.Tensor], t: float) -> float:
 
 def measure(num_teachers: int, classes: int, rows: int, k: int, seed: int) -> list[dict]:
     logits, labels = teachers(num_teachers, classes, rows, seed)
-    merged = merge_rows([cache_rows(x, labels, k) for x in logits], classes, TEMPS, k)
-    full = cache_rows(full_merge(logits).float(), labels, k)
+    merged = merge_rows([rows_of_logits(x, labels, k, TEMPS) for x in logits], classes, TEMPS, k)
+    full = rows_of_logits(full_merge(logits).float(), labels, k, TEMPS)
     out = []
     for j, t in enumerate(TEMPS):
         pa, pb = stage2_view(merged, j, t)[0], stage2_view(full, j, t)[0]

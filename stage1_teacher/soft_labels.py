@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from store import RowBlock
+
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -31,6 +33,12 @@ class SoftLabels:
     topk_index: np.ndarray  # int32 [B, k]
     topk_logit: np.ndarray  # float32 [B, k] (the store rounds to its topk dtype)
     tail_lse: np.ndarray  # float32 [B, len(temperatures)]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The store's soft-label columns of a :class:`~store.RowBlock` (top-k logits
+        rounded to float16, the store's dtype)."""
+        return {"target_logit": self.target_logit, "topk_index": self.topk_index,
+                "topk_logit": self.topk_logit.astype(np.float16), "tail_lse": self.tail_lse}
 
 
 def summarize_logits(
@@ -54,3 +62,17 @@ def summarize_logits(
         topk_logit=topk_logit.cpu().numpy(),
         tail_lse=tail.cpu().numpy(),
     )
+
+
+def rows_of_logits(logits: torch.Tensor, labels: torch.Tensor, k: int,
+                   temperatures: Sequence[float]) -> RowBlock:
+    """The cache rows of full ``logits`` with no crop behind them (row i is utterance i,
+    start 0, seed 0): what tests and measurements compare with the full logits.
+
+    >>> rows_of_logits(torch.eye(3) * 5, torch.tensor([0, 1, 2]), 1, (1.0,)).topk_index.shape
+    (3, 1)
+    """
+    n = len(labels)
+    return RowBlock(utt=np.arange(n, dtype=np.int32), start=np.zeros(n, np.int64),
+                    seed=np.zeros(n, np.uint64), label=labels.numpy().astype(np.int32),
+                    **summarize_logits(logits, labels, k, temperatures).columns())

@@ -12,19 +12,10 @@ import pytest
 import torch
 
 from stage1_teacher import merge
-from stage1_teacher.soft_labels import summarize_logits
-from store import RowBlock, StoreReader
+from stage1_teacher.soft_labels import rows_of_logits, summarize_logits
+from store import StoreReader
 
 TEMPS = (1.0, 2.0, 4.0)
-
-
-def rows_of(logits: torch.Tensor, labels: torch.Tensor, k: int) -> RowBlock:
-    s = summarize_logits(logits, labels, k, TEMPS)
-    n = len(labels)
-    return RowBlock(utt=np.arange(n, dtype=np.int32), start=np.zeros(n, np.int64),
-                    seed=np.zeros(n, np.uint64), label=labels.numpy().astype(np.int32),
-                    target_logit=s.target_logit, topk_index=s.topk_index,
-                    topk_logit=s.topk_logit.astype(np.float16), tail_lse=s.tail_lse)
 
 
 def full_ensemble(logits: list[torch.Tensor]) -> torch.Tensor:
@@ -43,7 +34,7 @@ def test_exact_when_the_inputs_keep_every_class() -> None:
     logits = [(shared + torch.randn(n, classes, generator=g) * s).half().float()
               for s in (1.0, 3.0, 0.5)]
     labels = torch.randint(0, classes, (n,), generator=g)
-    blocks = [rows_of(x, labels, classes - 1) for x in logits]
+    blocks = [rows_of_logits(x, labels, classes - 1, TEMPS) for x in logits]
     merged = merge.merge_rows(blocks, classes, TEMPS, k=4)
     expected = summarize_logits(full_ensemble(logits).float(), labels, 4, TEMPS)
     np.testing.assert_allclose(merged.target_logit, expected.target_logit, rtol=1e-5, atol=1e-5)
@@ -57,7 +48,7 @@ def test_one_teacher_twice_is_itself_with_a_tail() -> None:
     g = torch.Generator().manual_seed(1)
     logits = (torch.randn(30, 50, generator=g) * 8).half().float()
     labels = torch.randint(0, 50, (30,), generator=g)
-    block = rows_of(logits, labels, 6)
+    block = rows_of_logits(logits, labels, 6, TEMPS)
     merged = merge.merge_rows([block, block], 50, TEMPS, k=6)
     np.testing.assert_allclose(merged.target_logit, block.target_logit, rtol=1e-6, atol=1e-5)
     np.testing.assert_array_equal(merged.topk_logit, block.topk_logit)
