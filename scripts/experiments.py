@@ -318,9 +318,11 @@ class Plan:
             if k != s.topk:
                 self.student(f"xv-dkd-k{k}-s0", "dump-main", "xvector", "dkd", 0, [2], topk=k)
         self.student("xv-dkd-kall-s0", "dump-main", "xvector", "dkd", 0, [2])
-        # 4. views per utterance at k=32 (same total number of training crops)
+        # 4. views per utterance at k=32 (same total number of training crops); the dumps
+        # first: a dump takes both lanes, so one between two students would idle a lane
         for e in s.views_grid:
             self.dump(f"dump-E{e}", "teacher", self.train, e, s.topk, base, 1.0, [4, 6])
+        for e in s.views_grid:
             epochs = max(1, s.epochs("xvector") * s.views // e)
             self.student(f"xv-dkd-E{e}-s0", f"dump-E{e}", "xvector", "dkd", 0, [4],
                          epochs=epochs, views=e)
