@@ -25,6 +25,7 @@ Examples::
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -140,55 +141,102 @@ def step(title: str, args: list[str], stages: Stages | None = None, stage: str =
         stages.record(stage or title, wall, cpu)
 
 
-def student_jobs(out: Path, cache: Path, data: list[str], size: DemoSize) -> dict[str, list[str]]:
-    """name -> the stage-2 command line of every student, longest first."""
+# Seconds a student process spends before its first step and after its last (imports,
+# noise bank, checkpoint), measured in the demo's logs of 2026-12-02.
+STUDENT_START_S = 6.0
+
+
+@dataclass(frozen=True)
+class StudentJob:
+    """One student run of the demo: its stage-2 command line and its estimated seconds."""
+
+    argv: list[str]
+    est_s: float
+
+
+def student_jobs(out: Path, cache: Path, data: list[str], size: DemoSize) -> dict[str, StudentJob]:
+    """name -> the stage-2 run of every student (estimated from recipes' ``crop_s``)."""
+    rows = size.speakers * size.utts_per_speaker * size.views_per_utt
     jobs = {}
     for arch, losses in STUDENT_LOSSES.items():
+        recipe, epochs = RECIPES[arch], size.student_epochs[arch]
         for loss in losses:
             run_dir = out / "students" / f"{arch}-{loss}"
-            jobs[f"{arch}-{loss}"] = [
+            argv = [
                 "-m", "stage2_student.train", "--cache", str(cache), *data,
-                *RECIPES[arch].argv(), *LOSS_ARGS[loss],
-                *RECIPES[arch].length_argv(size.student_epochs[arch]),
+                *recipe.argv(), *LOSS_ARGS[loss], *recipe.length_argv(epochs),
                 "--seed", str(size.student_seed),
                 "--workers", "0", "--out", str(run_dir),
                 *(["--resume"] if (run_dir / "model.pt").exists() else []),
             ]
+            est = STUDENT_START_S + epochs * rows * size.crop_seconds * recipe.crop_s
+            jobs[f"{arch}-{loss}"] = StudentJob(argv, est)
     return jobs
 
 
-def run_students(out: Path, jobs: dict[str, list[str]], parallel: int, stages: Stages) -> None:
-    """Run the unfinished students, ``parallel`` at a time with one torch thread each (two
-    one-thread processes use two cores better than one two-thread process on tiny models).
-    Each writes its log to its run folder."""
-    todo = [n for n in jobs if not (out / "students" / n / "results.json").exists()]
+def plan_lanes(est_s: dict[str, float], lanes: int) -> list[list[str]]:
+    """Split jobs over ``lanes`` sequential lanes so that the last lane ends soonest.
+
+    An exhaustive search (the demo has 7 jobs: 64 splits over 2 lanes); greedy
+    longest-first scheduling left one core idle for a whole x-vector run at the end. Each
+    lane runs its jobs longest first; a job's result does not depend on its lane.
+
+    >>> plan_lanes({"a": 5, "b": 5, "c": 4, "d": 3, "e": 3}, 2)
+    [['a', 'b'], ['c', 'd', 'e']]
+    """
+    names = sorted(est_s, key=lambda n: (-est_s[n], n))
+    if not names:
+        return [[] for _ in range(lanes)]
+    best: tuple[float, list[list[str]]] | None = None
+    # the first job goes to lane 0: the other placements are the same splits relabelled
+    for rest in itertools.product(range(lanes), repeat=len(names) - 1):
+        split: list[list[str]] = [[] for _ in range(lanes)]
+        for name, lane in zip(names, (0, *rest), strict=True):
+            split[lane].append(name)
+        end = max(sum(est_s[n] for n in lane) for lane in split)
+        if best is None or end < best[0]:
+            best = (end, split)
+    return best[1]
+
+
+def run_students(out: Path, jobs: dict[str, StudentJob], parallel: int, stages: Stages) -> None:
+    """Run the unfinished students on ``parallel`` lanes (:func:`plan_lanes`), one torch
+    thread each (two one-thread processes use two cores better than one two-thread process
+    on tiny models). Each writes its log to its run folder."""
+    todo = {n: job.est_s for n, job in jobs.items()
+            if not (out / "students" / n / "results.json").exists()}
     if not todo:
         return
+    lanes = plan_lanes(todo, parallel)
+    log.info("students on %d lanes: %s", parallel, " | ".join(
+        f"{', '.join(lane)} (~{sum(todo[n] for n in lane):.0f} s)" for lane in lanes))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    running: dict[int, tuple[str, subprocess.Popen, float]] = {}
     t0, c0 = time.perf_counter(), _children_cpu()
     failed = []
-    while todo or running:
-        while todo and len(running) < parallel:
-            name = todo.pop(0)
+    while any(lanes) or running:
+        for i, lane in enumerate(lanes):
+            if i in running or not lane:
+                continue
+            name = lane.pop(0)
             run_dir = out / "students" / name
             run_dir.mkdir(parents=True, exist_ok=True)
-            log.info("student %s: python %s (log: %s)", name, " ".join(jobs[name]),
+            log.info("student %s: python %s (log: %s)", name, " ".join(jobs[name].argv),
                      run_dir / "train.log")
             with open(run_dir / "train.log", "ab") as f:
-                running[name] = (subprocess.Popen([sys.executable, *jobs[name]], stdout=f,
-                                                  stderr=subprocess.STDOUT, env=env),
-                                 time.perf_counter())
+                running[i] = (name, subprocess.Popen([sys.executable, *jobs[name].argv],
+                                                     stdout=f, stderr=subprocess.STDOUT, env=env),
+                              time.perf_counter())
         time.sleep(0.5)
-        for name, (proc, started) in list(running.items()):
+        for i, (name, proc, started) in list(running.items()):
             if proc.poll() is None:
                 continue
-            del running[name]
+            del running[i]
             if proc.returncode != 0:
                 failed.append(name)
-            log.info("student %s %s in %.0f s", name,
+            log.info("student %s %s in %.0f s (estimated %.0f)", name,
                      "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})",
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, todo[name])
             stages.record(f"student {name}", time.perf_counter() - started, 0.0)
     stages.record("students", time.perf_counter() - t0, _children_cpu() - c0)
     if failed:

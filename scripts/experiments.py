@@ -129,15 +129,15 @@ XV_LOSSES = list(LOSSES)
 OTHER_LOSSES = ["ce", "kd", "dkd", "trkd"]
 
 # Seconds per crop on the 2-core reference machine (the demo's measured budget in
-# scripts/demo.py, docs/bench_*.md): one-thread training step of each student on a 1-s crop
-# incl. loading it from stored features; the demo teacher's training on a 2-s crop (both
-# cores, replay and augmentation included) and its forward on a 1-s crop.
+# scripts/demo.py, docs/bench_*.md; a student's step: recipes.StudentRecipe.crop_s): the
+# demo teacher's training on a 2-s crop (both cores, replay and augmentation included) and
+# its forward on a 1-s crop.
 # --plan multiplies them by the crops each run sees; a --quick run's measured times are
 # printed beside them for comparison.
 # Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
 # each pass over the test set shared by the models evaluated together (about 15 passes).
-COST = {"xvector": 0.004, "resnet34": 0.027, "campp": 0.021, "teacher_crop": 0.027,
-        "teacher_forward": 0.0075, "replay": 0.004, "start": 8.0, "corpus_utt": 0.03,
+COST = {"teacher_crop": 0.027, "teacher_forward": 0.0075, "replay": 0.004, "start": 8.0,
+        "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
 
@@ -278,7 +278,7 @@ class Plan:
                 *recipe.length_argv(epochs),
                 "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
         crops = epochs * views * self.utterances * share
-        per_crop = COST[arch] + (COST["teacher_forward"] + COST["replay"] if online else 0.0)
+        per_crop = recipe.crop_s + (COST["teacher_forward"] + COST["replay"] if online else 0.0)
         return self.add(Run(name, "student", argv, (cache, *((online,) if online else ())),
                             est_s=COST["start"] + crops * per_crop
                             + self.test_seconds * COST[f"eval_{arch}"], missing=missing,

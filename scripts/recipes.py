@@ -48,6 +48,10 @@ class StudentRecipe:
     batch_size: int
     optimizer: tuple[str, ...]
     width: str  # how the report names the width
+    # one-thread seconds of a training step per 1-s crop, two students side by side on the
+    # 2-core machine, loading from stored features (the demo of 2026-12-02: epoch seconds /
+    # rows); the demo's lanes and `make results`' estimates are planned with it
+    crop_s: float
     # KD weight ramp as a share of the run (None: the trainer's default, 2/15 of it)
     kd_warmup_share: float | None = None
 
@@ -81,12 +85,13 @@ def _constant_adamw(lr: str) -> tuple[str, ...]:
 
 RECIPES = {
     "xvector": StudentRecipe("xvector", ("channels=128", "embed_dim=128"), 64,
-                             ("--optimizer", "adamw"), "x-vector 128 ch"),
+                             ("--optimizer", "adamw"), "x-vector 128 ch", crop_s=0.0035),
     "resnet34": StudentRecipe("resnet34", ("base_width=8", "embed_dim=128"), 32,
-                              _constant_adamw("1e-2"), "ResNet34 width 8"),
+                              _constant_adamw("1e-2"), "ResNet34 width 8", crop_s=0.031),
     "campp": StudentRecipe("campp", ("growth_rate=8", "init_channels=32", "fcm_channels=8",
                                      "embed_dim=128"), 32, _constant_adamw("5e-3"),
-                           "CAM++ growth 8 / 32 initial channels", kd_warmup_share=0.5),
+                           "CAM++ growth 8 / 32 initial channels", crop_s=0.028,
+                           kd_warmup_share=0.5),
 }
 
 

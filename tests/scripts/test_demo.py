@@ -68,14 +68,30 @@ def test_student_jobs_are_the_seven_runs_from_one_cache(tmp_path: Path):
     (tmp_path / "students" / "campp-ce" / "model.pt").write_bytes(b"")  # interrupted run
     jobs = demo_mod.student_jobs(tmp_path, tmp_path / "logits.zarr", ["--data", "toy"], size)
     assert sorted(jobs) == sorted(MODELS[1:])
-    for name, args in jobs.items():
-        arch, loss = name.rsplit("-", 1)
+    for name, job in jobs.items():
+        args, (arch, loss) = job.argv, name.rsplit("-", 1)
         flag = dict(zip(args, args[1:], strict=False))
         assert flag["--cache"] == str(tmp_path / "logits.zarr") and flag["--loss"] == loss
         assert flag["--arch"] == arch and flag["--epochs"] == str(size.student_epochs[arch])
         assert ("--resume" in args) == (name == "campp-ce")
         if loss == "dkd":
             assert (flag["--alpha"], flag["--beta"], flag["--temperature"]) == ("1", "2", "1")
+    # two CAM++ runs (3 epochs) outlast the rest: the lanes split them from the ResNet34s
+    est = {name: job.est_s for name, job in jobs.items()}
+    assert est["campp-ce"] > est["resnet34-ce"] > est["xvector-ce"] > 0
+    lanes = demo_mod.plan_lanes(est, 2)
+    assert sorted(n for lane in lanes for n in lane) == sorted(jobs)
+    assert [n for n in lanes[0] if n.startswith("campp")] == ["campp-ce", "campp-dkd"]
+
+
+def test_plan_lanes_finds_the_shortest_split():
+    demo_mod = load_demo()
+    est = {"a": 3.0, "b": 3.0, "c": 2.0, "d": 2.0, "e": 2.0}
+    # 6 + 6 is the best split; greedy longest-first ends at 7 (a + c + e against b + d)
+    assert sorted(demo_mod.plan_lanes(est, 2)) == [["a", "b"], ["c", "d", "e"]]
+    lanes3 = demo_mod.plan_lanes(est, 3)
+    assert max(sum(est[n] for n in lane) for lane in lanes3) == 5.0
+    assert demo_mod.plan_lanes({}, 2) == [[], []]
 
 
 def test_ordering_claims():
