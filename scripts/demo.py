@@ -76,13 +76,13 @@ class DemoSize:
     student_seed: int = 0
 
 
-# Time of the full size on 2 cores (nothing else running), two runs of the same work on
-# 2026-12-02: 916 s at 03:2x (corpus 41, teacher 229 incl. an 8-s self-evaluation, dump +
-# verifies 35, students 550 incl. ~10 s of self-evaluation each, evaluation 61) and 1,055 s
-# at 05:1x without the self-evaluations, on a host ~20 % slower (the teacher's bit-identical
-# epochs 47-55 s against 42-45 s). Students run on two lanes: ResNet34 ~200 s and CAM++
-# ~220-270 s each dominate, x-vectors ~70 s. One-thread step times per 1-s crop: x-vector
-# 3.5 ms (batch 64), ResNet34 29 ms and CAM++ 22 ms (batch 32); ECAPA C=256 24 ms per 2-s crop.
+# Time of the full size on 2 cores (nothing else running), the same work on 2026-12-02:
+# 875 s at 08:35 (`time make demo`: 877 s; corpus 41, teacher 234, dump + verifies 34,
+# students 510 on planned lanes, evaluation 57) and 1,062 s at 05:1x with a greedy student
+# queue on a host ~20 % slower then (the teacher's bit-identical epochs: 42 s against 47-55 s;
+# its EERs equal to the last digit). Students: ResNet34 164-212 s and CAM++ 221-268 s each
+# dominate, x-vectors 58-80 s. One-thread step times per 1-s crop: recipes.StudentRecipe.crop_s;
+# ECAPA C=256 24 ms per 2-s crop.
 SIZES = {
     "full": DemoSize(speakers=200, utts_per_speaker=8, test_speakers=60, test_utts_per_speaker=8,
                      session_variation=0.7, teacher_epochs=5, views_per_utt=2,
