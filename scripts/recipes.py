@@ -26,6 +26,12 @@ most in 6 epochs on the demo corpus (2026-12-02, one seed, 480 test utterances):
   (``kd_warmup_share``): DKD 18.7 / 27.3 / 16.9, below CE in 2 of the 3 and 5.2 points
   lower on average than with the default warm-up (the same three runs, 2026-12-02). At
   300 steps CAM++'s EER still moves by several points between seeds: within noise of CE.
+  Ramping it over the whole run instead: DKD 26.3 / 19.5 / 19.6 (no better). Batch 16 for
+  2 epochs (400 steps, 2/3 of the work): CE 31.4 / 30.5 / 31.9, DKD 40.7 / 23.9 / 20.8.
+- ResNet34 at batch 16 for its 2 epochs (400 steps, the same work) learns more on average
+  but no more reliably: CE 13.2 / 27.3 / 18.3, DKD 12.1 / 12.2 / 13.6 against batch 32's
+  CE 21.0 / 31.2 / 26.1, DKD 13.2 / 19.2 / 18.6 (the same three runs; main-run CE below the
+  teacher's 14.0 at batch 16), so batch 32 stays.
 
 Example::
 
