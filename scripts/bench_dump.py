@@ -49,7 +49,7 @@ import numpy as np
 import psutil
 import torch
 import zarr
-from benchlib import cores, cpu_name, write_atomic
+from benchlib import cores, cpu_name, load_average, write_atomic
 from torch.utils.data import DataLoader
 
 from speaker.augment import AugmentConfig
@@ -313,7 +313,7 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: fl
          threads: int, chunk_rows: int, shard_rows: int, repeats: int, out: Path,
          workdir: Path | None) -> None:
     setup_logging()
-    load_start = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_start = load_average()
     own_dir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="bench_dump_")) if own_dir else workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -418,7 +418,7 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, duration: fl
         "render_all_cores_s": round(render_s, 3),
         "settings": settings,
     }
-    load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_end = load_average()
     command = "python scripts/bench_dump.py" + "".join(
         f" {a}" for a in sys.argv[1:])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 import torch
-from benchlib import cores, cpu_name, write_atomic
+from benchlib import cores, cpu_name, load_average, write_atomic
 
 from speaker.audio import AudioReader
 from speaker.cli import run
@@ -65,6 +65,7 @@ def main(demo: Path, threads: int, batch_size: int, max_trim: float, repeats: in
          speakers: int, report: Path) -> None:
     """Time batch-1 against batched evaluation of a demo's models; write the report."""
     torch.set_num_threads(threads)
+    load = load_average()
     paths = demo_models(demo)
     models = {name: load_checkpoint(p).model for name, p in paths.items()}
     manifest, trials = DataPaths.from_options({"data": demo / "toy"}).test_set()
@@ -101,8 +102,8 @@ def main(demo: Path, threads: int, batch_size: int, max_trim: float, repeats: in
         f"`python scripts/bench_eval.py --demo {demo} --threads {threads} --batch-size "
         f"{batch_size} --max-trim {max_trim} --repeats {repeats} --speakers {speakers}` on "
         f"{datetime.now(UTC):%Y-%m-%d}: {cpu_name()}, {cores()} cores, torch {torch.__version__}, "
-        f"{threads} torch threads. The machine was shared with other jobs, so both columns are "
-        "inflated alike (the modes alternate within the run).",
+        f"{threads} torch threads; load average {load} at the start (other jobs inflate both "
+        "columns alike: the modes alternate within the run).",
         "",
         f"{len(models)} models (teacher and students of `{demo}`), {len(manifest)} test "
         f"utterances, {len(trials)} trials. batch 1: each model alone, every utterance read, "

@@ -29,7 +29,7 @@ from pathlib import Path
 import click
 import numba
 import numpy as np
-from benchlib import cpu_name, write_atomic
+from benchlib import cpu_name, load_average, write_atomic
 from llvmlite import binding as llvm
 
 from speaker.cli import run, setup_logging
@@ -168,7 +168,7 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
         raise UserError(f"--threads {threads}: this machine allows 1..{numba.config.NUMBA_NUM_THREADS}")
     if not out_path.parent.is_dir():
         raise UserError(f"--out {out_path}: directory {out_path.parent} does not exist")
-    load_at_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_at_start = load_average()
     target, topk, tail = synthetic_rows(rows, K, seed)
     log.info("%d rows, k=%d float16, T=%g", rows, K, TEMPERATURE)
 

@@ -32,7 +32,7 @@ import numcodecs
 import numpy as np
 import psutil
 import zarr
-from benchlib import cpu_name, write_atomic
+from benchlib import cpu_name, load_average, write_atomic
 
 from speaker.cli import run, setup_logging
 from store import RowBlock, StoreReader, StoreWriter
@@ -226,7 +226,7 @@ def main(quick: bool, out: Path, workdir: Path | None, child: int | None) -> Non
         click.echo(json.dumps(run_child(child, workdir)))
         return
     sizes = (131_072, 1_048_576) if quick else (1_000_000, 10_000_000)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = load_average()
     own_dir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="bench_store_")) if own_dir else workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def main(quick: bool, out: Path, workdir: Path | None, child: int | None) -> Non
         "rows_large": large["rows"],
         "quick": quick,
     }
-    load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_end = load_average()
     summary_for_docs = {**summary, "load_average": f"{load} at the start, {load_end} at the end"}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_markdown(out, runs, summary_for_docs)

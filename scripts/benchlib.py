@@ -36,6 +36,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages, e.g. ``"0.46 / 0.80 / 1.16"``: how much other work
+    shared the cores (above their count, wall times are inflated)."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def write_atomic(path: Path, lines: list[str], summary: dict | None = None) -> None:
     """Write ``lines`` to ``path`` (a Markdown report) atomically (:mod:`speaker.atomic`),
     closed by ``summary`` as the JSON line the script prints last, when given."""
