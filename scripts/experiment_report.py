@@ -23,7 +23,7 @@ import numpy as np
 from benchlib import cores, cpu_name, write_atomic
 from experiment_runs import N_BOOT, Layout, Run
 
-RESUMED = " (resumed after a kill: last attempt only)"
+RESUMED = " (resumed after a kill: its last attempt's epochs)"
 PAPER_GAIN = 13.67  # % average relative EER gain over embedding-level and conventional KD
 
 

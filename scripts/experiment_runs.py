@@ -113,6 +113,13 @@ def todo(runs: list[Run], layout: Layout) -> list[Run]:
     return [r for r in runs if r.name in needed]
 
 
+def epochs_done(checkpoint: Path) -> int:
+    """Epochs a teacher's or student's checkpoint holds: what a resumed attempt skips."""
+    from speaker.models.checkpoint import load_checkpoint
+
+    return int((load_checkpoint(checkpoint).state or {}).get("epoch", 0))
+
+
 def _resume_flag(run: Run, layout: Layout) -> list[str]:
     product = layout.product(run)
     if run.kind in ("teacher", "student", "dump") and product.exists():
@@ -181,9 +188,15 @@ class Scheduler:
     def _start(self, run: Run) -> None:
         work = self.layout.work(run.name)
         work.mkdir(parents=True, exist_ok=True)
-        argv = [*self.resolve(run.argv), *_resume_flag(run, self.layout)]
+        resume = _resume_flag(run, self.layout)
+        argv = [*self.resolve(run.argv), *resume]
+        # a resumed training run times only the epochs it still runs (the report's per-epoch
+        # times divide by those)
+        skipped = (epochs_done(self.layout.product(run))
+                   if resume and run.kind in ("teacher", "student") else 0)
         write_json(work / "run.json", {"name": run.name, "kind": run.kind, "meta": run.meta,
-                                       "command": ["python", *argv]})
+                                       "command": ["python", *argv],
+                                       "epochs_done_at_start": skipped})
         threads = "1" if not run.heavy else str(self.lanes)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
         log.info("start %s: python %s", run.name, " ".join(argv))

@@ -407,7 +407,8 @@ class Experiment:
         started = json.loads((self.layout.work(run.name) / "run.json").read_text())
         return {"name": run.name, "kind": run.kind, "meta": run.meta,
                 "command": started["command"], "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                "resumed": "--resume" in started["command"]}
+                "resumed": "--resume" in started["command"],
+                "epochs_done_at_start": started.get("epochs_done_at_start", 0)}
 
     def finish(self, run: Run, wall: float, cpu: float) -> None:
         res = self._base(run, wall, cpu)
@@ -459,8 +460,9 @@ class Experiment:
         evals = evaluate_models_of(self.layout, names, DataPaths(data=self.plan.root))
         for name in names:
             res = json.loads(self.layout.trained(name).read_text())
-            epochs = res["meta"].get("epochs") or 1
-            res.update(evals[name], wall_s_per_epoch=round(res["wall_s"] / epochs, 2))
+            # the epochs this attempt ran (wall_s is the last attempt's)
+            epochs = (res["meta"].get("epochs") or 1) - res.get("epochs_done_at_start", 0)
+            res.update(evals[name], wall_s_per_epoch=round(res["wall_s"] / max(epochs, 1), 2))
             write_json(self.layout.result_path(name), res)
 
 

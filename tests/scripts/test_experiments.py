@@ -74,6 +74,26 @@ def test_scheduler_runs_dependencies_first_and_stops_what_depends_on_a_failure(t
     assert log["command"][0] == "python" and product("b", "student").name == "model.pt"
 
 
+def test_a_resumed_student_records_the_epochs_its_checkpoint_already_held(tmp_path: Path):
+    from speaker.models import build
+    from speaker.models.checkpoint import save_checkpoint
+
+    layout = Layout(tmp_path / "out", tmp_path / "results")
+    fresh, killed = Run("fresh", "student", _touch_cmd(tmp_path / "f")), \
+        Run("killed", "student", _touch_cmd(tmp_path / "k"))
+    checkpoint = layout.product(killed)
+    checkpoint.parent.mkdir(parents=True)
+    save_checkpoint(checkpoint, arch="xvector", arch_kwargs={"channels": 8, "embed_dim": 8},
+                    model=build("xvector", channels=8, embed_dim=8), head=None, label_map={},
+                    config={}, state={"epoch": 3})
+    sched = Scheduler(layout, 2, lambda run, wall, cpu: None, lambda: None, lambda a: a)
+    assert sched.run_all([fresh, killed]) == []
+    started = {n: json.loads((layout.work(n) / "run.json").read_text()) for n in ("fresh", "killed")}
+    assert started["killed"]["command"][-1] == "--resume"
+    assert started["killed"]["epochs_done_at_start"] == 3
+    assert started["fresh"]["epochs_done_at_start"] == 0 and "--resume" not in started["fresh"]["command"]
+
+
 def test_paired_bootstrap_difference_and_verdict_match_a_direct_computation():
     rng = np.random.default_rng(0)
     boot_a = rng.normal(0.10, 0.01, size=(3, 50))
