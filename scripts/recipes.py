@@ -31,7 +31,10 @@ most in 6 epochs on the demo corpus (2026-12-02, one seed, 480 test utterances):
 - ResNet34 at batch 16 for its 2 epochs (400 steps, the same work) learns more on average
   but no more reliably: CE 13.2 / 27.3 / 18.3, DKD 12.1 / 12.2 / 13.6 against batch 32's
   CE 21.0 / 31.2 / 26.1, DKD 13.2 / 19.2 / 18.6 (the same three runs; main-run CE below the
-  teacher's 14.0 at batch 16), so batch 32 stays.
+  teacher's 14.0 at batch 16), so batch 32 stays. A constant LR of 3e-3 instead of 1e-2
+  takes off in all three: CE 16.9 / 24.3 / 16.4 (main, corpus seed 1, student seed 1), but
+  then two of them come within 3 points of the teacher (14.0 / 14.5 / 14.0), which the demo
+  must not show: that needs a stronger teacher first (6 epochs gave 12.6 %, +45 s).
 
 Example::
 
