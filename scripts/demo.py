@@ -141,11 +141,6 @@ def step(title: str, args: list[str], stages: Stages | None = None, stage: str =
         stages.record(stage or title, wall, cpu)
 
 
-# Seconds a student process spends before its first step and after its last (imports,
-# noise bank, checkpoint), measured in the demo's logs of 2026-12-02.
-STUDENT_START_S = 6.0
-
-
 @dataclass(frozen=True)
 class StudentJob:
     """One student run of the demo: its stage-2 command line and its estimated seconds."""
@@ -155,7 +150,7 @@ class StudentJob:
 
 
 def student_jobs(out: Path, cache: Path, data: list[str], size: DemoSize) -> dict[str, StudentJob]:
-    """name -> the stage-2 run of every student (estimated from recipes' ``crop_s``)."""
+    """name -> the stage-2 run of every student (timed by ``StudentRecipe.train_seconds``)."""
     rows = size.speakers * size.utts_per_speaker * size.views_per_utt
     jobs = {}
     for arch, losses in STUDENT_LOSSES.items():
@@ -169,8 +164,8 @@ def student_jobs(out: Path, cache: Path, data: list[str], size: DemoSize) -> dic
                 "--workers", "0", "--out", str(run_dir),
                 *(["--resume"] if (run_dir / "model.pt").exists() else []),
             ]
-            est = STUDENT_START_S + epochs * rows * size.crop_seconds * recipe.crop_s
-            jobs[f"{arch}-{loss}"] = StudentJob(argv, est)
+            jobs[f"{arch}-{loss}"] = StudentJob(
+                argv, recipe.train_seconds(epochs * rows * size.crop_seconds))
     return jobs
 
 

@@ -44,7 +44,7 @@ import click
 sys.path.insert(0, str(Path(__file__).parent))
 from experiment_report import write_report  # noqa: E402
 from experiment_runs import Layout, Run, Scheduler, evaluate_models_of, todo, write_json  # noqa: E402
-from recipes import RECIPES, TEACHER_RECIPE, training_data_argv  # noqa: E402
+from recipes import RECIPES, RUN_START_S, TEACHER_RECIPE, training_data_argv  # noqa: E402
 
 log = logging.getLogger("experiments")
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,8 +136,8 @@ OTHER_LOSSES = ["ce", "kd", "dkd", "trkd"]
 # printed beside them for comparison.
 # Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
 # each pass over the test set shared by the models evaluated together (about 15 passes).
-COST = {"teacher_crop": 0.027, "teacher_forward": 0.0075, "replay": 0.004, "start": 8.0,
-        "corpus_utt": 0.03,
+COST = {"teacher_crop": 0.027, "teacher_forward": 0.0075, "replay": 0.004,
+        "start": RUN_START_S, "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
 
@@ -278,9 +278,9 @@ class Plan:
                 *recipe.length_argv(epochs),
                 "--seed", str(seed), "--workers", "0", "--out", str(self.work(name))]
         crops = epochs * views * self.utterances * share
-        per_crop = recipe.crop_s + (COST["teacher_forward"] + COST["replay"] if online else 0.0)
+        live = crops * (COST["teacher_forward"] + COST["replay"]) if online else 0.0
         return self.add(Run(name, "student", argv, (cache, *((online,) if online else ())),
-                            est_s=COST["start"] + crops * per_crop
+                            est_s=recipe.train_seconds(crops) + live
                             + self.test_seconds * COST[f"eval_{arch}"], missing=missing,
                             meta={"section": section, "arch": arch, "loss": loss, "seed": seed,
                                   "topk": topk, "epochs": epochs, "views": views,

@@ -80,6 +80,15 @@ class StudentRecipe:
         """The stage-2 flags of this student: the model's, its optimizer, its batch size."""
         return [*self.model_argv(opts), *self.optimizer, "--batch-size", str(self.batch_size)]
 
+    def train_seconds(self, crops: float) -> float:
+        """Estimated wall seconds of a one-thread training run over ``crops`` 1-s crops,
+        process start-up included (what the demo's lanes and `make results` plan with).
+
+        >>> round(RECIPES["xvector"].train_seconds(1000), 1)
+        9.5
+        """
+        return RUN_START_S + crops * self.crop_s
+
     def length_argv(self, epochs: int) -> list[str]:
         """``--epochs`` and, where the recipe sets one, the KD warm-up over that run.
 
@@ -90,6 +99,10 @@ class StudentRecipe:
                   else ["--kd-warmup", f"{self.kd_warmup_share * epochs:g}"])
         return ["--epochs", str(epochs), *warmup]
 
+
+# Seconds a training process spends outside its steps (imports, noise bank, checkpoint),
+# from the demo's logs of 2026-12-02 (5-7 s per student)
+RUN_START_S = 6.0
 
 TEACHER_RECIPE = ["--preset", "demo", "--optimizer", "adamw", "--lr", "3e-3",
                   "--batch-size", "32"]
