@@ -424,7 +424,7 @@ Examples:
               help="DataLoader workers of the teacher and the dump (0: the crops are "
                    "rendered between steps and the model gets both cores: 50 s per teacher "
                    "epoch against 70 s with one worker and one thread).")
-@click.option("--parallel", type=int, default=2, show_default=True,
+@click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True,
               help="Students trained at once (one torch thread each).")
 @click.option("--check", type=click.Choice(["corpus", "student"]), multiple=True,
               help="Also run the pipeline with corpus seed 1 (corpus) and/or student seed 1 "

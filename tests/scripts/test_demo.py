@@ -94,6 +94,13 @@ def test_plan_lanes_finds_the_shortest_split():
     assert demo_mod.plan_lanes({}, 2) == [[], []]
 
 
+def test_no_lanes_is_one_usage_error(tmp_path: Path):
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "d"), "--parallel", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--parallel" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "d").exists()  # refused before anything is written
+
+
 def test_ordering_claims():
     demo_mod = load_demo()
 
