@@ -52,27 +52,22 @@ import zarr
 from benchlib import cores, cpu_name, load_average, write_atomic
 from torch.utils.data import DataLoader
 
-from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, run, setup_logging
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths
 from speaker.models import build
 from speaker.models.checkpoint import save_checkpoint
 from speaker.models.heads import AAMSoftmax
-from speaker.recipe import DataPaths
-from speaker.teacher import load_teacher
-from speaker.toy import ToyConfig, generate
-from speaker.training import DistContext, intra_op_threads
-from stage1_teacher.dump import (
-    BackgroundWriter,
-    DumpConfig,
-    ViewRows,
-    batch_rows,
-    dump,
-    shard_batches,
-)
+from speaker.teachers.load import load_teacher
+from speaker.toy.config import ToyConfig
+from speaker.toy.corpus import generate
+from speaker.training.trainer import DistContext, intra_op_threads
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer, ViewRows
+from stage1_teacher.dump import BackgroundWriter, batch_rows, dump, shard_batches
+from stage1_teacher.dump_config import DumpConfig
 from stage1_teacher.train import PRESETS
 from store import RowBlock, StoreWriter
+from store.cli import parse_options, run, setup_logging
 
 log = logging.getLogger("bench_dump")
 

@@ -5,7 +5,7 @@ folder (teacher and students) twice, in alternating order per repeat:
 
 - ``batch1``: what evaluation did before: each model on its own, every utterance read,
   featurised and embedded alone;
-- ``batched``: :func:`speaker.evaluation.evaluate_models`: one pass, each batch of
+- ``batched``: :func:`speaker.evaluation.evaluate.evaluate_models`: one pass, each batch of
   equal-length utterances read and featurised once for all models.
 
 Reports wall seconds of each (the median over repeats), their ratio, and the largest EER
@@ -30,12 +30,12 @@ import click
 import torch
 from benchlib import cores, cpu_name, load_average, write_atomic
 
-from speaker.audio import AudioReader
-from speaker.cli import run
-from speaker.data import Manifest
-from speaker.evaluation import BATCH_SIZE, evaluate_model, evaluate_models
+from speaker.evaluation.evaluate import BATCH_SIZE, evaluate_model, evaluate_models
+from speaker.io.audio import AudioReader
+from speaker.io.manifest import Manifest
+from speaker.io.paths import DataPaths
 from speaker.models.checkpoint import load_checkpoint
-from speaker.recipe import DataPaths
+from store.cli import run
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "bench_eval.md"
 

@@ -32,8 +32,6 @@ import numpy as np
 from benchlib import cpu_name, load_average, write_atomic
 from llvmlite import binding as llvm
 
-from speaker.cli import run, setup_logging
-from speaker.errors import UserError
 from stage2_student.kernels import (
     DualGroupBuckets,
     TeacherBuckets,
@@ -43,6 +41,8 @@ from stage2_student.kernels import (
     triage_probs,
 )
 from stage2_student.losses import log_odds_at_entropy
+from store.cli import run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("bench_kernels")
 

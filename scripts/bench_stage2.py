@@ -55,18 +55,19 @@ import torch
 from benchlib import cpu_name, write_atomic
 from torch.utils.data import DataLoader
 
-from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, run, setup_logging
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths
 from speaker.models import build
 from speaker.models.checkpoint import save_checkpoint
 from speaker.models.heads import AAMSoftmax
-from speaker.recipe import DataPaths
-from speaker.teacher import Teacher, load_teacher
-from speaker.toy import ToyConfig, generate
-from speaker.training import SpeakerNet
-from speaker.views import crop_checksum
+from speaker.teachers.base import Teacher
+from speaker.teachers.load import load_teacher
+from speaker.toy.config import ToyConfig
+from speaker.toy.corpus import generate
+from speaker.training.trainer import SpeakerNet
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer
+from speaker.views.view import crop_checksum
 from stage1_teacher import dump
 from stage1_teacher.train import PRESETS
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch
@@ -74,6 +75,7 @@ from stage2_student.kernels import teacher_probs
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss
 from stage2_student.train import distill_step, kd_teacher_margin
 from store import StoreReader
+from store.cli import parse_options, run, setup_logging
 
 log = logging.getLogger("bench_stage2")
 

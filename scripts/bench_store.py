@@ -34,8 +34,8 @@ import psutil
 import zarr
 from benchlib import cpu_name, load_average, write_atomic
 
-from speaker.cli import run, setup_logging
 from store import RowBlock, StoreReader, StoreWriter
+from store.cli import run, setup_logging
 from store.schema import ZSTD_LEVEL
 from store.synthetic import synthetic_rows, synthetic_spec
 

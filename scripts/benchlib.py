@@ -17,7 +17,7 @@ import os
 import platform
 from pathlib import Path
 
-from speaker.atomic import atomic_write_text
+from store.atomic import atomic_write_text
 
 
 def cores() -> int:
@@ -43,7 +43,7 @@ def load_average() -> str:
 
 
 def write_atomic(path: Path, lines: list[str], summary: dict | None = None) -> None:
-    """Write ``lines`` to ``path`` (a Markdown report) atomically (:mod:`speaker.atomic`),
+    """Write ``lines`` to ``path`` (a Markdown report) atomically (:mod:`store.atomic`),
     closed by ``summary`` as the JSON line the script prints last, when given."""
     if summary is not None:
         lines = [*lines, "## Summary (the script's last line)", "", "```json",

@@ -26,8 +26,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speaker.cli import run  # noqa: E402
-from speaker.teacher import load_teacher  # noqa: E402
+from speaker.teachers.load import load_teacher  # noqa: E402
+from store.cli import run  # noqa: E402
 
 MODELS = {
     "ResNet34": ("resnet", {"feat_dim": 80, "embed_dim": 256, "pooling_func": "TSTP",

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import click
 
-from speaker.atomic import atomic_path, atomic_write_text
+from store.atomic import atomic_path, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recipes import RECIPES, TEACHER_RECIPE, describe, training_data_argv  # noqa: E402

@@ -22,11 +22,11 @@ import time
 import click
 import torch
 
-from speaker.cli import parse_options
-from speaker.features import fbank_batch
+from speaker.features.fbank import fbank_batch
 from speaker.models import build
 from speaker.models.checkpoint import load_checkpoint
 from speaker.models.heads import AAMSoftmax
+from store.cli import parse_options
 
 SAMPLE_RATE = 16000
 

@@ -119,7 +119,7 @@ def _plot(path: Path, draw) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from speaker.atomic import atomic_path
+    from store.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     draw(ax)

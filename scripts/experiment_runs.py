@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speaker.atomic import atomic_write_text
+from store.atomic import atomic_write_text
 
 log = logging.getLogger("experiments")
 
@@ -279,12 +279,12 @@ class Scheduler:
 def evaluate_models_of(layout: Layout, names: list[str], data: Any) -> dict[str, dict[str, Any]]:
     """Evaluate the ``model.pt`` of each run in one pass over the test audio; -> name ->
     EER, minDCF (p=0.05, 0.01), the 95 % speaker-bootstrap interval and the replicates.
-    ``data``: the :class:`speaker.recipe.DataPaths` whose test set and trials are scored."""
+    ``data``: the :class:`speaker.io.paths.DataPaths` whose test set and trials are scored."""
     import numpy as np
 
-    from speaker.audio import AudioReader
-    from speaker.evaluation import evaluate_models
-    from speaker.metrics import bootstrap_eers
+    from speaker.evaluation.evaluate import evaluate_models
+    from speaker.evaluation.metrics import bootstrap_eers
+    from speaker.io.audio import AudioReader
     from speaker.models.checkpoint import load_checkpoint
 
     manifest, trial_list = data.test_set()

@@ -206,7 +206,7 @@ class Plan:
         """Seconds of test audio (from the test manifest when it exists)."""
         test = self.root / "test" / "manifest.jsonl"
         if test.exists():
-            from speaker.recipe import load_manifest
+            from speaker.io.paths import load_manifest
 
             return sum(u.num_samples / u.sample_rate for u in load_manifest(test))
         s = self.size
@@ -216,7 +216,7 @@ class Plan:
     def utterances(self) -> int:
         """Training utterances (from the manifest when it exists), for the estimates."""
         if self.train.exists():
-            from speaker.recipe import load_manifest
+            from speaker.io.paths import load_manifest
 
             return len(load_manifest(self.train))
         return self.size.speakers * self.size.utts_per_speaker
@@ -382,7 +382,7 @@ class Experiment:
         """Fill in C-1 (from the run's --train manifest) and the teacher's embedding size
         (from its --cache)."""
         if "--topk" in argv and argv[argv.index("--topk") + 1].startswith("{"):
-            from speaker.recipe import load_manifest
+            from speaker.io.paths import load_manifest
 
             i = argv.index("--topk") + 1
             c = len(load_manifest(Path(argv[argv.index("--train") + 1])).speakers)
@@ -422,7 +422,7 @@ class Experiment:
         if run.kind == "corpus":
             res["corpus"] = json.loads((work / "data" / "toy.json").read_text())
         elif run.kind == "subset":
-            from speaker.recipe import load_manifest
+            from speaker.io.paths import load_manifest
 
             sub = load_manifest(work / "train.jsonl")
             res.update(utterances=len(sub), speakers=len(sub.speakers))
@@ -448,7 +448,7 @@ class Experiment:
         """Evaluate every trained, unevaluated model in one pass over the test audio."""
         import torch
 
-        from speaker.recipe import DataPaths
+        from speaker.io.paths import DataPaths
 
         names = [r.name for r in self.plan.runs if r.kind in ("teacher", "student")
                  and self.layout.trained(r.name).exists()

@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchlib import cpu_name, write_atomic  # noqa: E402
 
-from speaker.cli import run  # noqa: E402
 from stage1_teacher.merge import merge_rows  # noqa: E402
 from stage1_teacher.soft_labels import rows_of_logits  # noqa: E402
 from store import RowBlock  # noqa: E402
+from store.cli import run  # noqa: E402
 
 TEMPS = (1.0, 2.0, 4.0)
 SCALE = 32.0

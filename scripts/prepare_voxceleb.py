@@ -1,6 +1,6 @@
 """Prepare a VoxCeleb data root for ``--data``: manifests, trial list, MUSAN and RIR links.
 
-Writes the layout :mod:`speaker.recipe` expects::
+Writes the layout :mod:`speaker.io.paths` expects::
 
     ROOT/train/manifest.jsonl   VoxCeleb2 dev (or any VoxCeleb-style tree), sorted by id
     ROOT/test/manifest.jsonl    the VoxCeleb1 utterances that the trial list names
@@ -12,7 +12,7 @@ Writes the layout :mod:`speaker.recipe` expects::
 Without ``--pack`` the manifests point at the source audio (absolute paths). With
 ``--pack`` the audio is copied into ``ROOT/train/audio.h5`` and ``ROOT/test/audio.h5``
 (int16 HDF5 packs: a random crop reads only its own bytes; see
-:func:`speaker.audio.write_pack`) and the manifests point into them, relative to ROOT,
+:func:`speaker.io.audio.write_pack`) and the manifests point into them, relative to ROOT,
 so the root can be moved. The root is built next to ROOT and renamed into place when
 complete, so an interrupted run never leaves a root that looks prepared.
 
@@ -43,11 +43,11 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from speaker.atomic import atomic_dir, atomic_write_text
-from speaker.audio import load_audio, write_pack
-from speaker.cli import run, setup_logging
-from speaker.data import Manifest, Trial, Utterance, read_trials
-from speaker.errors import UserError
+from speaker.io.audio import load_audio, write_pack
+from speaker.io.manifest import Manifest, Trial, Utterance, read_trials
+from store.atomic import atomic_dir, atomic_write_text
+from store.cli import run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("prepare_voxceleb")
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from speaker.cli import run
-from speaker.data import Manifest
-from speaker.errors import UserError
-from speaker.recipe import load_manifest
+from speaker.io.manifest import Manifest
+from speaker.io.paths import load_manifest
+from store.cli import run
+from store.errors import UserError
 
 
 def subset(manifest: Manifest, speakers: float, utterances: float, seed: int) -> Manifest:

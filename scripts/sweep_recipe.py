@@ -31,12 +31,13 @@ import click
 import torch
 from benchlib import cores, cpu_name, write_atomic
 
-from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, run, setup_logging
-from speaker.recipe import DataPaths
-from speaker.toy import ToyConfig, generate
-from speaker.training import Schedule, scaled_schedule
+from speaker.io.paths import DataPaths
+from speaker.toy.config import ToyConfig
+from speaker.toy.corpus import generate
+from speaker.training.trainer import Schedule, scaled_schedule
+from speaker.views.augment import AugmentConfig
 from stage1_teacher.train import TeacherConfig, train_teacher
+from store.cli import parse_options, run, setup_logging
 
 log = logging.getLogger("sweep_recipe")
 
@@ -55,7 +56,7 @@ RECIPES = {  # name -> (optimizer, peak LR)
 
 
 def recipes(epochs: int) -> dict[str, Schedule]:
-    """The schedules compared: speaker.training.scaled_schedule of each optimizer and LR
+    """The schedules compared: speaker.training.trainer.scaled_schedule of each optimizer and LR
     (warm-up 1/8 of the run, margin ramp 1/8 -> 1/2, LR decays 100x)."""
     return {name: scaled_schedule(epochs, opt, lr) for name, (opt, lr) in RECIPES.items()}
 

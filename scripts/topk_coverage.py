@@ -42,20 +42,21 @@ import torch
 import torch.nn.functional as F
 from benchlib import cpu_name, write_atomic
 
-from speaker.augment import AugmentConfig
-from speaker.cli import run, setup_logging
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
-from speaker.errors import UserError
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths
 from speaker.models.checkpoint import load_checkpoint
-from speaker.recipe import DataPaths
-from speaker.toy import ToyConfig, generate
+from speaker.toy.config import ToyConfig
+from speaker.toy.corpus import generate
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer
 from stage1_teacher import dump
 from stage1_teacher.train import resolve_config, train_teacher
 from stage2_student.kernels import teacher_probs
 from stage2_student.losses import dkd_loss, full_logit_dkd_loss, full_logit_kd_loss, kd_loss
 from stage2_student.train import kd_teacher_margin
 from store import StoreReader
+from store.cli import run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("topk_coverage")
 

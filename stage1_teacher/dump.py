@@ -43,101 +43,39 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
 import click
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from speaker.augment import AugmentConfig, announce_augmentation
-from speaker.cli import run, setup_logging
-from speaker.data import LabelMap, Manifest
-from speaker.dataset import ViewRenderer, check_audio
-from speaker.errors import UserError
-from speaker.features import feature_info
-from speaker.recipe import DataPaths, data_options
-from speaker.teacher import Teacher, load_teacher
-from speaker.training import (
+from speaker.features.fbank import feature_info
+from speaker.io.manifest import LabelMap, Manifest
+from speaker.io.paths import DataPaths, data_options
+from speaker.teachers.base import Teacher
+from speaker.teachers.load import load_teacher
+from speaker.training.trainer import (
     DistContext,
     init_distributed,
     intra_op_threads,
     shutdown_distributed,
     unwrap_worker_errors,
 )
-from speaker.views import draw_view, row_order
+from speaker.views.augment import AugmentConfig, announce_augmentation
+from speaker.views.dataset import ViewRenderer, ViewRows, check_audio
+from stage1_teacher.dump_config import DEFAULT_GEOMETRY, DumpConfig, RowOptions
+from stage1_teacher.row_plan import plan_rows
 from stage1_teacher.soft_labels import FP16_MAX, summarize_logits
 from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
+from store.cli import run, setup_logging
+from store.errors import UserError
 from store.lock import StoreLock
 
 log = logging.getLogger("stage1_teacher.dump")
-
-
-@dataclass(frozen=True)
-class DumpConfig:
-    """What defines the rows of a cache (recorded in the store's attrs)."""
-
-    views_per_utt: int = 4
-    crop_seconds: float = 2.0
-    topk: int = 32
-    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
-    seed: int = 0
-    embeddings: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    chunk_rows: int = 4096
-    shard_rows: int = 65536
-    store_features: bool = False
-
-
-#: Chunk and shard rows without / with stored features (a shard of 65,536 2-s rows of
-#: features would be 2 GB in memory; 256-row chunks keep a shuffle buffer at ~32 MB).
-DEFAULT_GEOMETRY = {False: (4096, 65536), True: (256, 4096)}
-
-
-class ViewRows(Dataset):
-    """Row index -> dict of teacher input ``x``, ``label``, ``utt``, ``start``, ``seed``,
-    ``crop_checksum`` (and the student ``features`` when asked), replayable from the row.
-
-    Row ``r`` holds a view of utterance ``utts[row_order(N, run_seed)[r] // views_per_utt]``:
-    views in a seeded random order, so stored chunks mix speakers. ``utts`` (default: all)
-    are the manifest indices dumped, e.g. without speakers a pretrained teacher lacks.
-    """
-
-    def __init__(self, render: ViewRenderer, views_per_utt: int, run_seed: int,
-                 utts: np.ndarray | None = None, store_features: bool = False):
-        self.render = render
-        self.views_per_utt = views_per_utt
-        self.run_seed = run_seed
-        self.store_features = store_features
-        self.utts = np.arange(len(render.manifest)) if utts is None else utts
-        self.order = row_order(len(self.utts) * views_per_utt, run_seed)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def view(self, row: int) -> tuple[int, int, int]:
-        """-> (utt, start, seed) of ``row``."""
-        utt = int(self.utts[int(self.order[row]) // self.views_per_utt])
-        start, seed = draw_view(
-            self.run_seed, row, self.render.manifest[utt].num_samples, self.render.crop_samples
-        )
-        return utt, start, seed
-
-    def __getitem__(self, row: int) -> dict[str, object]:
-        utt, start, seed = self.view(row)
-        wave, label, checksum = self.render.render_checked(utt, start, seed)
-        # The students' fbank; a fbank teacher's own input is the same tensor.
-        wanted = self.store_features or self.render.input_kind == "fbank"
-        feats = self.render.features(wave, seed) if wanted else None
-        item = {"x": feats if self.render.input_kind == "fbank" else torch.from_numpy(wave),
-                "label": label, "utt": utt, "start": start, "seed": seed,
-                "crop_checksum": checksum}
-        if self.store_features:
-            item["features"] = feats.to(torch.float16)
-        return item
 
 
 def shard_batches(shards: Sequence[tuple[int, int, int]], batch_size: int) -> list[list[int]]:
@@ -205,15 +143,6 @@ class BackgroundWriter:
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
-
-
-@dataclass(frozen=True)
-class RowOptions:
-    """Options that change which rows are dumped and their labels (see ``row_plan``)."""
-
-    teacher_labels: Path | None = None
-    unknown_speakers: str = "refuse"
-    views_from: Path | None = None
 
 
 def make_spec(
@@ -378,7 +307,7 @@ def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, r
     """Write (or complete) the cache at ``out``; returns timing counters of this rank.
 
     ``threads``: torch threads for the teacher (0: auto, see
-    :func:`speaker.training.intra_op_threads`; the previous setting is restored on
+    :func:`speaker.training.trainer.intra_op_threads`; the previous setting is restored on
     return). ``background_writer``: what takes whole shards. ``rows``: teacher label list,
     unknown-speaker policy and ``--views-from`` (:mod:`stage1_teacher.row_plan`).
     """
@@ -396,7 +325,6 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
           resume: bool, batch_size: int, workers: int,
           background_writer: Callable[[StoreWriter], ShardSink],
           options: RowOptions) -> dict[str, float]:
-    from stage1_teacher.row_plan import plan_rows  # imports this module's ViewRows
 
     teacher = load_teacher(teacher_spec, ctx.device)
     if teacher.epoch is not None and teacher.epochs is not None and teacher.epoch < teacher.epochs:
@@ -581,7 +509,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 def main() -> None:
     """``python -m stage1_teacher.dump``: bad input -> one ``error:`` line, exit 2."""
-    run(cli, user_errors=(StoreError,))
+    run(cli)
 
 
 if __name__ == "__main__":

@@ -50,9 +50,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from speaker.cli import run, setup_logging
-from speaker.errors import UserError
-from store import RowBlock, StoreError, StoreReader, StoreSpec, StoreWriter, TeacherInfo
+from store import RowBlock, StoreReader, StoreSpec, StoreWriter, TeacherInfo
+from store.cli import run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("stage1_teacher.merge")
 
@@ -249,7 +249,7 @@ def cli(caches: tuple[Path, ...], out: Path, topk: int | None, verbose: bool) ->
 
 def main() -> None:
     """``python -m stage1_teacher.merge``: bad input -> one ``error:`` line, exit 2."""
-    run(cli, user_errors=(StoreError,))
+    run(cli)
 
 
 if __name__ == "__main__":

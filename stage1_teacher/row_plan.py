@@ -6,7 +6,7 @@ is written:
 
 - the teacher names its classes (a pretrained teacher's speaker list, or ``--teacher-labels``):
   the cache's label map is the teacher's and manifest speakers map onto it by name
-  (:mod:`speaker.pretrained.labels`); ``--unknown-speakers drop`` leaves out the utterances of
+  (:mod:`speaker.teachers.labels`); ``--unknown-speakers drop`` leaves out the utterances of
   speakers it does not know, and the remaining utterances' views are drawn as usual;
 - ``--views-from OLD``: the rows are OLD's rows, ``(utt, start, seed)`` for
   ``(utt, start, seed)``, so two teachers' soft labels can be compared on identical inputs.
@@ -31,15 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from speaker.augment import AugmentConfig
-from speaker.data import Manifest
-from speaker.dataset import ViewRenderer
-from speaker.errors import UserError
-from speaker.pretrained.frontend import check_frontend
-from speaker.pretrained.labels import SpeakerMapping, label_map_for, map_speakers, read_label_list
-from speaker.teacher import Teacher
-from stage1_teacher.dump import DumpConfig, RowOptions, ViewRows
+from speaker.io.manifest import Manifest
+from speaker.teachers.base import Teacher
+from speaker.teachers.frontend import check_frontend
+from speaker.teachers.labels import SpeakerMapping, label_map_for, map_speakers, read_label_list
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer, ViewRows
+from stage1_teacher.dump_config import DumpConfig, RowOptions
 from store import StoreReader, StoreSpec
+from store.errors import UserError
 
 log = logging.getLogger("stage1_teacher.dump")
 

@@ -40,16 +40,12 @@ import click
 import torch
 from torch.utils.data import DataLoader
 
-from speaker.augment import AugmentConfig, announce_augmentation
-from speaker.cli import parse_options, run, setup_logging, write_json
-from speaker.data import LabelMap
-from speaker.dataset import EpochViews, ViewRenderer, check_audio
-from speaker.errors import UserError
-from speaker.evaluation import evaluate_model
+from speaker.evaluation.evaluate import evaluate_model
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths, data_options
 from speaker.models import build
 from speaker.models.heads import AAMSoftmax
-from speaker.recipe import DataPaths, data_options
-from speaker.training import (
+from speaker.training.trainer import (
     DEFAULT_LR,
     CheckpointTarget,
     Schedule,
@@ -60,6 +56,11 @@ from speaker.training import (
     scaled_schedule,
     shutdown_distributed,
 )
+from speaker.views.augment import AugmentConfig, announce_augmentation
+from speaker.views.dataset import EpochViews, ViewRenderer, check_audio
+from store.atomic import write_json
+from store.cli import parse_options, run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("stage1_teacher.train")
 
@@ -118,7 +119,7 @@ def resolve_config(preset: str, overrides: dict[str, Any]) -> TeacherConfig:
     """The preset with every non-None command-line value applied on top.
 
     An ``optimizer`` other than the preset's replaces the whole schedule with
-    :func:`~speaker.training.scaled_schedule` for that optimizer (the preset's LR and
+    :func:`~speaker.training.trainer.scaled_schedule` for that optimizer (the preset's LR and
     weight decay belong to its own optimizer).
     """
     config = PRESETS[preset]

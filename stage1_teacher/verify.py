@@ -26,14 +26,14 @@ import click
 import numpy as np
 import torch
 
-from speaker.augment import AugmentConfig
-from speaker.cli import run, setup_logging
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
-from speaker.errors import UserError
-from speaker.recipe import DataPaths, data_options
-from speaker.teacher import load_teacher
-from store import StoreError, StoreReader
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths, data_options
+from speaker.teachers.load import load_teacher
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer
+from store import StoreReader
+from store.cli import run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("stage1_teacher.verify")
 
@@ -218,7 +218,7 @@ def report_lines(found: Replay) -> list[str]:
 
 def main() -> None:
     """``python -m stage1_teacher.verify``: bad input -> one ``error:`` line, exit 2."""
-    run(cli, user_errors=(StoreError,))
+    run(cli)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from speaker.data import Manifest
-from speaker.dataset import ViewRenderer
-from speaker.errors import UserError
-from speaker.features import feature_info
-from speaker.margin import LogitMargin
+from speaker.features.fbank import feature_info
+from speaker.io.manifest import Manifest
+from speaker.models.margin import LogitMargin
+from speaker.views.dataset import ViewRenderer
 from stage2_student.kernels import TeacherBuckets, teacher_probs
 from store import RowBlock, StoreReader
+from store.errors import UserError
 
 log = logging.getLogger(__name__)
 

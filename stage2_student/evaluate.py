@@ -17,14 +17,14 @@ from pathlib import Path
 
 import click
 
-from speaker.atomic import atomic_write_text
-from speaker.audio import AudioReader
-from speaker.cli import run, setup_logging, write_json
-from speaker.errors import UserError
-from speaker.evaluation import BATCH_SIZE, VerificationResult, evaluate_models
-from speaker.metrics import plot_det
+from speaker.evaluation.evaluate import BATCH_SIZE, VerificationResult, evaluate_models
+from speaker.evaluation.metrics import plot_det
+from speaker.io.audio import AudioReader
+from speaker.io.paths import DataPaths, data_options
 from speaker.models.checkpoint import load_checkpoint
-from speaker.recipe import DataPaths, data_options
+from store.atomic import atomic_write_text, write_json
+from store.cli import run, setup_logging
+from store.errors import UserError
 
 
 def evaluate_checkpoints(models: dict[str, Path], data: DataPaths,

@@ -21,7 +21,7 @@ here is off by up to 2^-10 max|z| / T against the teacher's full logits (see
 tests/stage2_student/test_kd_logits.py for the bound this gives on a loss).
 
 With ``margin`` (the ``--kd-logits margin`` convention) the target logit first gets the
-teacher head's margin, by the formula in :mod:`speaker.margin`.
+teacher head's margin, by the formula in :mod:`speaker.models.margin`.
 
 How the kernel stays stable without a single ``log``: per row it takes
 ``M = max(z_1/T .. z_k/T, tail_lse)`` and ``m = max(z_t/T, M)``, forms
@@ -56,7 +56,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from speaker.margin import LogitMargin, target_cos
+from speaker.models.margin import LogitMargin, target_cos
 
 __all__ = ["TeacherBuckets", "teacher_probs", "TriageBuckets", "triage_probs", "DualGroupBuckets",
            "dual_group_probs"]

@@ -23,8 +23,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from speaker.errors import UserError
 from stage2_student.losses import LossOptions, loss_option_classes, loss_options
+from store.errors import UserError
 
 
 def _flag(loss: str, f: Field) -> str:

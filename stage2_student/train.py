@@ -38,19 +38,16 @@ import torch
 from click.core import ParameterSource
 from torch.utils.data import DataLoader
 
-from speaker.augment import AugmentConfig
-from speaker.cli import parse_options, run, setup_logging, write_json
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
-from speaker.errors import UserError
-from speaker.evaluation import VerificationResult, evaluate_model
-from speaker.margin import LogitMargin
-from speaker.metrics import plot_det
+from speaker.evaluation.evaluate import VerificationResult, evaluate_model
+from speaker.evaluation.metrics import plot_det
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths, data_options
 from speaker.models import build
 from speaker.models.heads import AAMSoftmax
-from speaker.recipe import DataPaths, data_options
-from speaker.teacher import Teacher, load_teacher
-from speaker.training import (
+from speaker.models.margin import LogitMargin
+from speaker.teachers.base import Teacher
+from speaker.teachers.load import load_teacher
+from speaker.training.trainer import (
     DEFAULT_LR,
     CheckpointTarget,
     Schedule,
@@ -62,10 +59,15 @@ from speaker.training import (
     scaled_schedule,
     shutdown_distributed,
 )
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
 from stage2_student.loss_flags import loss_option_flags, options_from_flags
 from stage2_student.losses import DistillBatch, DistillConfig, distill_loss, loss_names
 from store import StoreReader, TeacherInfo
+from store.atomic import write_json
+from store.cli import parse_options, run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger("stage2_student.train")
 

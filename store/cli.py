@@ -1,9 +1,9 @@
 """The command-line contract of every entry point in the project, in one place.
 
-It lives in ``store``, the bottom layer (``store`` imports nothing from ``speaker``);
-:func:`speaker.cli.run` adds the training commands' ``UserError`` to it.
+It lives in ``store``, the bottom layer, so every command above it shares it.
 
-* bad input (a :class:`StoreError`, or any other exception type passed in ``errors``)
+* bad input (a :class:`StoreError` or :class:`UserError`, or any other exception type
+  passed in ``errors``)
   prints ``error: <message>`` on stderr and exits with status 2 instead of a traceback;
 * a file system that refuses a write or read (``OSError``: full or read-only disk,
   permissions) is one ``error:`` line as well, exit 2 -- writers write to temporary names
@@ -22,14 +22,16 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 import click
 
-from store.errors import StoreError
+from store.errors import StoreError, UserError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 """click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
@@ -61,7 +63,7 @@ def _interrupted(command: click.Command, how: str, status: int) -> None:
 def run(command: click.Command, errors: tuple[type[BaseException], ...] = ()) -> None:
     """Invoke ``command`` with the contract above; ``errors``: more exception types that
     mean bad input (their message is the one line)."""
-    handled = (StoreError, *errors)
+    handled = (StoreError, UserError, *errors)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
@@ -91,3 +93,21 @@ def run(command: click.Command, errors: tuple[type[BaseException], ...] = ()) ->
     finally:
         if in_main_thread:  # None: the handler was not set from Python (the default)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def parse_options(pairs: tuple[str, ...], what: str = "--arch-opt") -> dict[str, Any]:
+    """Parse repeated ``key=value`` options; values are JSON when they parse as JSON.
+
+    >>> parse_options(("channels=256", "name=x"))
+    {'channels': 256, 'name': 'x'}
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{what} {pair!r}: expected key=value")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out

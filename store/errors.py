@@ -1,7 +1,7 @@
-"""Errors raised by the cache store.
+"""The project's exceptions for bad input: the cache's and everyone else's.
 
-Every message names the store path, shard, row or value at fault and, where it helps,
-what to do, so CLIs can print it as one ``error: ...`` line (see :mod:`speaker.cli`).
+Every message names the file, store path, shard, row or value at fault and, where it
+helps, what to do, so CLIs print it as one ``error: ...`` line (see :mod:`store.cli`).
 """
 
 from __future__ import annotations
@@ -31,3 +31,11 @@ class CorruptShardError(StoreError):
         self.shard = shard
         self.array = array
         self.rows = rows
+
+
+class UserError(Exception):
+    """Bad input (file, value, option) that the user can fix; never a bug.
+
+    Raised across the project (audio, manifests, options, checkpoints); :func:`store.cli.run`
+    prints it as one line, exit status 2.
+    """

@@ -44,7 +44,8 @@ TOY = {"speakers": 8, "utts_per_speaker": 4, "duration": 1.5, "test_speakers": 4
 @pytest.fixture(scope="session")
 def toy_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared data root (train/, test/ + trials.txt, musan/, rirs/); treat as read-only."""
-    from speaker.toy import ToyConfig, generate
+    from speaker.toy.config import ToyConfig
+    from speaker.toy.corpus import generate
 
     out = tmp_path_factory.mktemp("toy") / "corpus"
     generate(ToyConfig(**TOY), out)
@@ -66,12 +67,12 @@ class CliResult:
 def run_cli(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> Callable[[click.Command, list[str]], CliResult]:
-    """``run_cli(command, args)``: run a click command through :func:`speaker.cli.run` (the
+    """``run_cli(command, args)``: run a click command through :func:`store.cli.run` (the
     ``__main__`` path: user errors -> one ``error:`` line, exit 2) in this process.
 
     Any exception that escapes ``run`` (a would-be traceback) fails the test.
     """
-    from speaker.cli import run
+    from store.cli import run
 
     def invoke(command: click.Command, args: list[str]) -> CliResult:
         capfd.readouterr()
@@ -109,7 +110,7 @@ def _tiny_checkpoint(path: Path, manifest_dir: Path, seed: int) -> Path:
     """A randomly initialised x-vector teacher checkpoint for the toy corpus's classes."""
     import torch
 
-    from speaker.data import LabelMap, Manifest
+    from speaker.io.manifest import LabelMap, Manifest
     from speaker.models import build
     from speaker.models.checkpoint import save_checkpoint
     from speaker.models.heads import AAMSoftmax
@@ -192,8 +193,8 @@ class StudentCache:
 def student_cache(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> StudentCache:
     import torch
 
-    from speaker.augment import AugmentConfig
-    from speaker.recipe import DataPaths
+    from speaker.io.paths import DataPaths
+    from speaker.views.augment import AugmentConfig
     from stage1_teacher import dump
     from stage1_teacher.train import resolve_config, train_teacher
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from speaker.errors import UserError
+from store.errors import UserError
 
 Factory = Callable[..., nn.Module]
 

@@ -12,9 +12,9 @@ import logging
 import click
 import torch
 
-from speaker.cli import parse_options, run, setup_logging
-from speaker.errors import UserError
 from speaker.models import architectures, build, count_parameters
+from store.cli import parse_options, run, setup_logging
+from store.errors import UserError
 
 log = logging.getLogger(__name__)
 

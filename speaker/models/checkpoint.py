@@ -3,7 +3,7 @@ map, training config and optional training state, in one ``torch.save`` file.
 
 Everything stored is a plain dict/list/tuple/str/number/bool/None or a tensor, so
 ``torch.load(weights_only=True)`` reads it without unpickling arbitrary code. Files are
-written atomically (:mod:`speaker.atomic`), so a killed run or a full disk leaves either
+written atomically (:mod:`store.atomic`), so a killed run or a full disk leaves either
 the old checkpoint or the new one, never half of one.
 
 Example:
@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from speaker.atomic import atomic_path
-from speaker.errors import UserError
 from speaker.models import build
 from speaker.models.heads import AAMSoftmax
+from store.atomic import atomic_path
+from store.errors import UserError
 
 FORMAT = "entkd-checkpoint"
 VERSION = 1

@@ -4,7 +4,7 @@ The head holds the class weight matrix -- the classifier that parameter counts e
 :meth:`AAMSoftmax.forward` gives the margin logits that CE trains on;
 :meth:`AAMSoftmax.cosine_logits` gives ``scale * cos`` without margin, which is what the
 teacher dump stores. Students are distilled on either (``--kd-logits``); the margin formula
-itself lives in :mod:`speaker.margin`.
+itself lives in :mod:`speaker.models.margin`.
 
 Example:
     >>> import torch
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speaker.margin import LogitMargin, target_cos
+from speaker.models.margin import LogitMargin, target_cos
 
 
 class AAMSoftmax(nn.Module):
@@ -34,7 +34,7 @@ class AAMSoftmax(nn.Module):
     Target logit ``s * cos(theta + m)``; once ``theta + m`` would pass pi (``cos < th``)
     it falls back to ``s * (cos - (1 + cos(pi - m)))``, which keeps the target logit
     monotonic in theta and continuous at the switch (wespeaker's ``mmm`` variant). The
-    formula is :func:`speaker.margin.target_cos`, shared with the Numba teacher kernel.
+    formula is :func:`speaker.models.margin.target_cos`, shared with the Numba teacher kernel.
     Non-target logits are ``s * cos``.
     """
 

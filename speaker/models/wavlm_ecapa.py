@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speaker.errors import UserError
 from speaker.models import register
 from speaker.models.ecapa_tdnn import ECAPATDNN
+from store.errors import UserError
 
 # torchaudio bundles whose weights may be used when already in the torch hub cache. Only
 # Large: the Base models use a group-norm front end and post-norm layers, a different graph.

@@ -28,11 +28,12 @@ import numpy as np
 import pytest
 import soundfile
 
-import speaker.evaluation
+import speaker.evaluation.evaluate
 import store.__main__ as store_cli
-from speaker.data import Manifest
+from speaker.io.manifest import Manifest
 from speaker.models.checkpoint import load_checkpoint
-from speaker.toy import ToyConfig, generate
+from speaker.toy.config import ToyConfig
+from speaker.toy.corpus import generate
 from stage1_teacher import dump
 from stage1_teacher import train as teacher_train
 from stage2_student import evaluate
@@ -447,13 +448,13 @@ def test_missing_file_in_wav_scp_names_list_file_and_line(toy_corpus: Path, tmp_
 def test_evaluate_progress_bar_names_the_models(student_cache, tmp_path: Path, run_cli,
                                                monkeypatch):
     labels: list[str] = []
-    real = speaker.evaluation.tqdm
+    real = speaker.evaluation.evaluate.tqdm
 
     def tqdm(*args, **kwargs):
         labels.append(kwargs.get("desc"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(speaker.evaluation, "tqdm", tqdm)
+    monkeypatch.setattr(speaker.evaluation.evaluate, "tqdm", tqdm)
     result = run_cli(evaluate.cli, [
         "--data", student_cache.corpus, "--out", tmp_path / "eval",
         "--model", f"teacher={student_cache.teacher}", "--model", f"again={student_cache.teacher}"])

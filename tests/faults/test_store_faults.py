@@ -25,13 +25,13 @@ import pytest
 import soundfile
 import zarr
 
-from speaker.cli import run
 from speaker.models.checkpoint import load_checkpoint, save_checkpoint
-from speaker.views import row_order
+from speaker.views.view import row_order
 from stage1_teacher import dump, verify
 from stage2_student import train
 from store import StoreReader, StoreWriter
 from store import __main__ as store_cli
+from store.cli import run
 from store.lock import lock_path
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from experiment_report import paired, verdict  # noqa: E402
 from experiment_runs import Layout, Run, Scheduler, todo, write_json  # noqa: E402
 from speaker_subset import subset  # noqa: E402
 
-from speaker.data import Manifest, Utterance  # noqa: E402
+from speaker.io.manifest import Manifest, Utterance  # noqa: E402
 
 
 def _result(layout: Layout, name: str, **extra) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from speaker.audio import AudioReader, load_audio
-from speaker.recipe import DataPaths
+from speaker.io.audio import AudioReader, load_audio
+from speaker.io.paths import DataPaths
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_voxceleb.py"
 

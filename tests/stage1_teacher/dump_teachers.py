@@ -17,7 +17,7 @@ SEEN_WAVES: list[torch.Tensor] = []
 
 
 class _Declared(nn.Module):
-    """A teacher module declares its logit head (speaker.teacher refuses one that does not)."""
+    """A teacher module declares its logit head (speaker.teachers.load refuses one that does not)."""
 
     scale = 32.0
     margin_kind = "aam"

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from speaker.augment import AugmentConfig
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
-from speaker.recipe import DataPaths
-from speaker.teacher import load_teacher
-from speaker.views import draw_view, row_order
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths
+from speaker.teachers.load import load_teacher
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer
+from speaker.views.view import draw_view, row_order
 from stage1_teacher import dump, verify
 from store import StoreError, StoreReader, StoreWriter
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speaker.recipe import DataPaths
+from speaker.io.paths import DataPaths
 from stage1_teacher import dump, merge, verify
 from store import StoreReader
 

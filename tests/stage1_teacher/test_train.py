@@ -16,9 +16,9 @@ import pytest
 import soundfile
 import torch
 
-from speaker.data import Manifest, Utterance
+from speaker.io.manifest import Manifest, Utterance
 from speaker.models.checkpoint import load_checkpoint
-from speaker.training import Trainer, scaled_schedule
+from speaker.training.trainer import Trainer, scaled_schedule
 from stage1_teacher.train import PRESETS, ce_step, cli, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -328,7 +328,7 @@ def test_resolve_config_applies_overrides_to_the_preset():
 def test_ce_step_moves_the_batch_to_the_nets_device():
     from speaker.models import build
     from speaker.models.heads import AAMSoftmax
-    from speaker.training import SpeakerNet
+    from speaker.training.trainer import SpeakerNet
 
     net = SpeakerNet(build("xvector", channels=32, embed_dim=32), AAMSoftmax(32, 4)).cuda()
     loss, logs = ce_step(net, (torch.randn(4, 50, 80), torch.tensor([0, 1, 2, 3])), 0.0)

@@ -13,17 +13,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from speaker.augment import AugmentConfig
-from speaker.data import LabelMap
-from speaker.dataset import ViewRenderer
-from speaker.errors import UserError
-from speaker.margin import LogitMargin
-from speaker.recipe import DataPaths
-from speaker.teacher import load_teacher
-from stage1_teacher.dump import ViewRows
+from speaker.io.manifest import LabelMap
+from speaker.io.paths import DataPaths
+from speaker.models.margin import LogitMargin
+from speaker.teachers.load import load_teacher
+from speaker.views.augment import AugmentConfig
+from speaker.views.dataset import ViewRenderer, ViewRows
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch
 from stage2_student.kernels import teacher_probs
 from store import RowBlock, StoreReader
+from store.errors import UserError
 
 
 def student_renderer(cache: Path, corpus: Path) -> ViewRenderer:

@@ -3,7 +3,7 @@
 1. Each convention through the trainer's step (``distill_step``: CE + weighted KD/DKD), from
    the cache (teacher margin applied by the kernel) and online (``LogitMargin.apply``),
    equals a full-logit reference at k = C - 1 in value and gradient; the reference's margin
-   logits are written here from the definitions (acos form), not with speaker.margin.
+   logits are written here from the definitions (acos form), not with speaker.models.margin.
 2. A real float16 cache (store.StoreWriter -> StoreReader) at k = C - 1 against the online
    full-logit loss, within a tolerance derived from float16 rounding (see ``fp16_bounds``).
 """
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from speaker.models.heads import AAMSoftmax
-from speaker.teacher import Teacher
-from speaker.training import SpeakerNet
+from speaker.teachers.base import Teacher
+from speaker.training.trainer import SpeakerNet
 from stage2_student.data import StudentBatch
 from stage2_student.kernels import teacher_probs
 from stage2_student.losses import (

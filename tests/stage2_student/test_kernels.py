@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speaker.margin import LogitMargin
+from speaker.models.margin import LogitMargin
 from stage2_student.kernels import TeacherBuckets, teacher_probs
 
 ATOL = 1e-6
@@ -117,7 +117,7 @@ def test_kernel_matches_reference(seed, batch, k, k_cut, t, magnitude, dtype, so
     target, topk, tail = _rows(seed, batch, k, magnitude, dtype, sort, tail_kind)
     if margin is not None:
         # A margin head's target logit is a cosine times the scale; |cos| = 1 exactly is
-        # where the formula floors the sine (speaker/margin.py), so stay inside.
+        # where the formula floors the sine (speaker/models/margin.py), so stay inside.
         inside = np.float32(margin.scale * (1 - 1e-6))
         target = np.clip(target, -inside, inside)
     k_prime = round(k_cut * k)

@@ -14,13 +14,14 @@ import click
 import pytest
 import torch
 
-from speaker.cli import run
-from speaker.data import LabelMap, Manifest
+from speaker.io.manifest import LabelMap, Manifest
 from speaker.models import build
 from speaker.models.checkpoint import load_checkpoint, save_checkpoint
 from speaker.models.heads import AAMSoftmax
-from speaker.toy import ToyConfig, generate
+from speaker.toy.config import ToyConfig
+from speaker.toy.corpus import generate
 from stage2_student.train import cli
+from store.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3  # of the shared student_run (tests/conftest.py)

@@ -82,7 +82,7 @@ def test_help_names_every_loss_option_with_its_default_and_source():
 ])
 def test_bad_loss_options_are_refused_before_training(student_run, tmp_path: Path, extra,
                                                       message):
-    from speaker.errors import UserError
+    from store.errors import UserError
 
     out = tmp_path / "run"
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

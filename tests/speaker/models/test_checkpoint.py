@@ -7,10 +7,10 @@ import hashlib
 import pytest
 import torch
 
-from speaker.errors import UserError
 from speaker.models import build
 from speaker.models.checkpoint import load_checkpoint, save_checkpoint
 from speaker.models.heads import AAMSoftmax
+from store.errors import UserError
 
 ARCH_KWARGS = {"channels": 32, "embed_dim": 16}
 LABEL_MAP = {"speakers": ["s0", "s1", "s2", "s3"], "speeds": [1.0]}

@@ -6,8 +6,8 @@ import pytest
 from torch import nn
 
 import speaker.models as models
-from speaker.errors import UserError
 from speaker.models import architectures, build, register
+from store.errors import UserError
 
 
 def test_builtin_architectures_are_registered():

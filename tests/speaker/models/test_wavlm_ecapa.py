@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import speaker.models.wavlm_ecapa as wavlm_ecapa_module
-from speaker.errors import UserError
 from speaker.models import build
 from speaker.models.checkpoint import load_checkpoint, save_checkpoint
+from store.errors import UserError
 
 TINY = {
     "encoder_embed_dim": 32,
