@@ -38,8 +38,9 @@ if os.environ.get("CI"):
 # no-op, so no handler is left pointing at a captured (later closed) stderr.
 logging.getLogger().addHandler(logging.NullHandler())
 
-# 8 training speakers x 4 utterances x ~1.5 s, 4 test speakers (48 trials): ~2 s to make.
-TOY = {"speakers": 8, "utts_per_speaker": 4, "duration": 1.5, "test_speakers": 4, "seed": 0}
+# 8 training speakers x 4 utterances x ~1.5 s, 3 dev and 4 test speakers: ~2 s to make.
+TOY = {"speakers": 8, "utts_per_speaker": 4, "duration": 1.5, "test_speakers": 4, "seed": 0,
+       "dev_speakers": 3}
 
 @pytest.fixture(scope="session")
 def toy_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -4,10 +4,12 @@ A prepared data root (what ``python -m speaker.toy`` and
 ``scripts/prepare_voxceleb.py`` write) has::
 
     ROOT/train/manifest.jsonl   ROOT/test/manifest.jsonl   ROOT/test/trials.txt
+    ROOT/dev/manifest.jsonl     ROOT/dev/trials.txt   (optional: speakers of their own)
     ROOT/musan/{noise,music,speech}/   ROOT/rirs/
 
-``--data ROOT`` fills in every path; ``--train/--test/--trials/--musan/--rirs``
-override single ones. A manifest path may be a ``.jsonl`` manifest, a Kaldi data
+``--data ROOT`` fills in every path; ``--train/--dev/--dev-trials/--test/--trials/--musan/
+--rirs`` override single ones. The dev split is where settings are chosen; the test split is
+scored once, for the chosen settings. A manifest path may be a ``.jsonl`` manifest, a Kaldi data
 directory (``wav.scp`` + ``utt2spk``) or a VoxCeleb ``wav/`` tree.
 
 Example::
@@ -29,7 +31,7 @@ from speaker.io.manifest import Manifest, Trial, read_trials
 from speaker.views.augment import NoiseBank
 from store.errors import UserError
 
-_FIELDS = ("data", "train", "test", "trials", "musan", "rirs")
+_FIELDS = ("data", "train", "dev", "dev_trials", "test", "trials", "musan", "rirs")
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -49,6 +51,8 @@ def load_manifest(path: Path) -> Manifest:
 class DataPaths:
     data: Path | None = None
     train: Path | None = None
+    dev: Path | None = None
+    dev_trials: Path | None = None
     test: Path | None = None
     trials: Path | None = None
     musan: Path | None = None
@@ -70,7 +74,8 @@ class DataPaths:
     def _required(self, name: str, default: str) -> Path:
         path = self._path(name, default)
         if path is None:
-            raise UserError(f"no --{name} given (or --data DIR containing {default})")
+            flag = name.replace("_", "-")
+            raise UserError(f"no --{flag} given (or --data DIR containing {default})")
         return path
 
     def train_manifest(self) -> Manifest:
@@ -87,6 +92,22 @@ class DataPaths:
     @property
     def has_test(self) -> bool:
         return self._path("test", "test/manifest.jsonl") is not None
+
+    def dev_set(self) -> tuple[Manifest, list[Trial]]:
+        """The dev split's manifest and trials (speakers of their own, for choosing settings)."""
+        manifest = load_manifest(self._required("dev", "dev/manifest.jsonl"))
+        trials = read_trials(self._required("dev_trials", "dev/trials.txt"), set(manifest.ids))
+        return manifest, trials
+
+    @property
+    def has_dev(self) -> bool:
+        return self._path("dev", "dev/manifest.jsonl") is not None
+
+    def split(self, name: str) -> tuple[Manifest, list[Trial]]:
+        """``"dev"`` or ``"test"``: that split's manifest and trials."""
+        if name not in ("dev", "test"):
+            raise UserError(f"unknown split {name!r}: expected dev or test")
+        return self.dev_set() if name == "dev" else self.test_set()
 
     def noise_bank(self, sample_rate: int) -> NoiseBank:
         musan, rirs = self._path("musan", "musan"), self._path("rirs", "rirs")
@@ -105,13 +126,17 @@ def data_options(command: Callable) -> Callable:
     path = click.Path(exists=True, path_type=Path)
     for name, help_text in reversed(
         [
-            ("data", "Prepared data root (train/, test/, musan/, rirs/)."),
+            ("data", "Prepared data root (train/, dev/, test/, musan/, rirs/)."),
             ("train", "Training manifest (.jsonl, Kaldi dir or VoxCeleb tree)."),
+            ("dev", "Dev manifest (speakers of its own) for choosing settings."),
+            ("dev_trials", "Dev trial list."),
             ("test", "Test manifest for evaluation."),
             ("trials", "Trial list ('1 a.wav b.wav')."),
             ("musan", "MUSAN-style noise root (noise/, music/, speech/)."),
             ("rirs", "Room impulse response directory."),
         ]
     ):
-        command = click.option(f"--{name}", type=path, default=None, help=help_text)(command)
+        flag = name.replace("_", "-")
+        command = click.option(f"--{flag}", name, type=path, default=None,
+                               help=help_text)(command)
     return command

@@ -31,6 +31,8 @@ Examples:
               show_default=True)
 @click.option("--duration", type=float, default=ToyConfig.duration, show_default=True,
               help="Mean utterance length in seconds (each is 0.8-1.2x).")
+@click.option("--dev-speakers", type=int, default=ToyConfig.dev_speakers, show_default=True,
+              help="Held-out speakers for dev/ and its trials (choosing settings); 0: none.")
 @click.option("--test-speakers", type=int, default=ToyConfig.test_speakers, show_default=True,
               help="Held-out speakers for test/ and trials.txt.")
 @click.option("--test-utts-per-speaker", type=int, default=None,

@@ -11,11 +11,13 @@ import numpy as np
 from store.errors import UserError
 
 FORMAT_VERSION = 1
+DEV_BASE = 80_000  # global index of the first dev speaker
 TEST_BASE = 90_000  # global index of the first test speaker
 BABBLE_BASE = 100_000  # voices of musan/speech, never in train or test
 UTTS_PER_VIDEO = 4
 # SeedSequence domain tags
 TAG_POPULATION, TAG_FAMILY, TAG_SPEAKER, TAG_VIDEO, TAG_UTTERANCE, TAG_TRIALS, TAG_BANK = range(7)
+TAG_DEV_TRIALS = 7
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -38,6 +40,7 @@ class ToyConfig:
     utts_per_speaker: int = 10
     test_speakers: int = 100
     test_utts_per_speaker: int | None = None  # None: same as utts_per_speaker
+    dev_speakers: int = 40  # held out for choosing settings; 0: no dev/ split
     duration: float = 3.0  # mean seconds per utterance (each is 0.8-1.2 times that)
     sample_rate: int = 16000
     pack: bool = False
@@ -51,7 +54,10 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (1 <= self.speakers <= TEST_BASE, f"--speakers must be in [1, {TEST_BASE}]"),
+            (1 <= self.speakers <= DEV_BASE, f"--speakers must be in [1, {DEV_BASE}]"),
+            (self.dev_speakers == 0 or 2 <= self.dev_speakers <= TEST_BASE - DEV_BASE,
+             f"--dev-speakers must be 0 or in [2, {TEST_BASE - DEV_BASE}] (trials need "
+             "non-target pairs)"),
             (0 <= self.seed < 2**63, "--seed must be in [0, 2**63)"),
             (self.utts_per_speaker >= 1, "--utts-per-speaker must be >= 1"),
             (2 <= self.test_speakers <= BABBLE_BASE - TEST_BASE,
@@ -90,7 +96,7 @@ def tagged_rng(seed: int, *key: int) -> np.random.Generator:
 
 
 def speaker_id(index: int) -> str:
-    """``id00012`` for global speaker index 12 (test speakers start at 90000)."""
+    """``id00012`` for global speaker index 12 (dev speakers start at 80000, test at 90000)."""
     return f"id{index:05d}"
 
 

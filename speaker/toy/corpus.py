@@ -9,14 +9,15 @@
     toy/train/manifest.jsonl       Manifest.read() resolves its relative paths against its folder
     toy/train/wav.scp              "<utt> wav/<utt>" - paths relative to toy/train (absent with --pack)
     toy/train/utt2spk  spk2utt  utt2num_samples  speakers.tsv (speaker, population, family)
+    toy/dev/...  toy/dev/trials.txt  the same for dev speakers (choosing settings; --dev-speakers)
     toy/test/...                   the same for held-out speakers, plus
     toy/test/trials.txt            "1 id90000/<video>/00001.wav id90000/<video>/00002.wav" (VoxCeleb)
     toy/musan/{noise,music,speech}/*.wav   coloured noises, synthetic music, single-voice babble
     toy/rirs/*.wav                 exponentially decaying room responses, RT60 0.2-0.8 s
 
 Utterance ids are VoxCeleb paths relative to ``wav/`` (``id00012/xK3_9aZq-Lw/00001.wav``);
-training speakers are ``id00000``... in index order, test speakers ``id90000``...
-(disjoint, like VoxCeleb1-O), babble voices are indices from 100000 on.
+training speakers are ``id00000``... in index order, dev speakers ``id80000``..., test speakers
+``id90000``... (all three disjoint, like VoxCeleb1-O), babble voices are indices from 100000 on.
 
 **Signal model.** Speakers come from a hierarchy: ``populations`` clusters, each with
 ``families`` sub-clusters; a speaker's parameter vector (in standardised units) is
@@ -68,7 +69,9 @@ import soundfile
 
 from speaker.io.manifest import Manifest, Utterance
 from speaker.toy.config import (
+    DEV_BASE,
     FORMAT_VERSION,
+    TAG_DEV_TRIALS,
     TAG_TRIALS,
     TEST_BASE,
     ToyConfig,
@@ -98,11 +101,13 @@ logger = logging.getLogger("speaker.toy")  # also when run as __main__
 # ---- trials --------------------------------------------------------------------------------
 
 
-def _trials(cfg: ToyConfig, ids_by_speaker: dict[int, list[str]]) -> list[str]:
+def _trials(cfg: ToyConfig, ids_by_speaker: dict[int, list[str]], tag: int = TAG_TRIALS
+            ) -> list[str]:
     """Every same-speaker pair once (enrol = the smaller id), each followed by a non-target
     with the same enrolment: cycling through same family, same population (other family)
-    and other population, as far as the test speakers allow."""
-    rng = tagged_rng(cfg.seed, TAG_TRIALS)
+    and other population, as far as the held-out speakers allow. ``tag`` seeds the
+    non-target draws (test and dev lists draw independently)."""
+    rng = tagged_rng(cfg.seed, tag)
     speakers = sorted(ids_by_speaker)
     fam = {s: family_of(cfg, s) for s in speakers}
     groups: dict[int, list[list[int]]] = {}
@@ -168,7 +173,7 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 def _write_set(cfg: ToyConfig, root: Path, indices: list[int], n_utts: int, imap: Any,
                desc: str) -> dict[int, list[str]]:
-    """One data directory (train/ or test/); -> {speaker index: utterance ids}."""
+    """One data directory (train/, dev/ or test/); -> {speaker index: utterance ids}."""
     from tqdm import tqdm
 
     root.mkdir(parents=True)
@@ -242,6 +247,9 @@ Parameters
 
 Contents
   train/  {n_train} speakers (id{first_train:05d}..), {train_utts} utterances
+  dev/    {n_dev} held-out speakers (id{first_dev:05d}..), {dev_utts} utterances,
+          trials.txt with {n_dev_trials} trials drawn like test's: for choosing settings
+          (absent when there are no dev speakers)
   test/   {n_test} held-out speakers (id{first_test:05d}..), {test_utts} utterances,
           trials.txt with {n_trials} trials (half target; non-targets cycle through same
           family, same population and other population as far as the speakers allow)
@@ -298,6 +306,15 @@ def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
             test_ids = _write_set(cfg, stage / "test", test, cfg.test_utts, imap, "test")
             trials = _trials(cfg, test_ids)
             _write_lines(stage / "test" / "trials.txt", trials)
+            n_dev_trials = 0
+            if cfg.dev_speakers:
+                dev = [DEV_BASE + j for j in range(cfg.dev_speakers)]
+                logger.info("synthesising %d dev speakers x %d utterances", len(dev),
+                            cfg.test_utts)
+                dev_ids = _write_set(cfg, stage / "dev", dev, cfg.test_utts, imap, "dev")
+                dev_trials = _trials(cfg, dev_ids, TAG_DEV_TRIALS)
+                _write_lines(stage / "dev" / "trials.txt", dev_trials)
+                n_dev_trials = len(dev_trials)
             logger.info("writing the noise bank and RIRs")
             rt60s = _write_bank(cfg, stage)
             params = cfg.to_dict()
@@ -308,6 +325,8 @@ def generate(cfg: ToyConfig, out: str | os.PathLike[str], workers: int = 1,
                 version=FORMAT_VERSION,
                 params="\n".join(f"  {k:<{width}}  {v}" for k, v in params.items()),
                 n_train=cfg.speakers, first_train=0, train_utts=cfg.speakers * cfg.utts_per_speaker,
+                n_dev=cfg.dev_speakers, first_dev=DEV_BASE,
+                dev_utts=cfg.dev_speakers * cfg.test_utts, n_dev_trials=n_dev_trials,
                 n_test=cfg.test_speakers, first_test=TEST_BASE,
                 test_utts=cfg.test_speakers * cfg.test_utts, n_trials=len(trials),
                 noise=NOISE_FILES, noise_s=NOISE_SECONDS, music=MUSIC_FILES, music_s=MUSIC_SECONDS,

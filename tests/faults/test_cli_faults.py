@@ -238,7 +238,7 @@ def test_full_disk_in_evaluate_keeps_the_previous_report(
 
 
 TINY_TOY = {"speakers": 2, "utts_per_speaker": 2, "duration": 0.5, "test_speakers": 2,
-            "test_utts_per_speaker": 2}
+            "test_utts_per_speaker": 2, "dev_speakers": 0}
 
 
 def toy_args(out: Path, *extra: str) -> list[str]:
@@ -249,7 +249,7 @@ def toy_args(out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("where", ["audio", "swap"])
 def test_full_disk_in_speaker_toy_keeps_the_previous_corpus(
         tmp_path: Path, run_cli, monkeypatch, where: str):
-    from speaker import toy
+    import speaker.toy.__main__ as toy
 
     out = tmp_path / "toy"
     generate(ToyConfig(**{**TINY_TOY, "seed": 1}), out)

@@ -210,7 +210,7 @@ def test_help_has_examples_and_no_teacher_option():
 # 96 speakers (EER on unseen speakers needs many), 6 utterances each, 2 cached views of 1 s
 # -> 1152 rows = 72 steps of 16 per epoch; 16 test speakers x 6 utterances = 480 trials.
 LEARN_TOY = {"speakers": 96, "utts_per_speaker": 6, "duration": 1.5, "test_speakers": 16,
-             "test_utts_per_speaker": 6, "seed": 0}
+             "test_utts_per_speaker": 6, "seed": 0, "dev_speakers": 0}
 LEARN_STUDENTS = {
     "xvector": ["--arch", "xvector", "--arch-opt", "channels=64", "--arch-opt", "embed_dim=32"],
     # AdamW's default 3e-3 leaves this 16-channel ECAPA where it started (0.442 -> 0.471)
@@ -300,7 +300,8 @@ def train_cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 def other_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another toy corpus (other speakers, other noise bank)."""
     out = tmp_path_factory.mktemp("other") / "corpus"
-    generate(ToyConfig(speakers=3, utts_per_speaker=2, duration=0.6, test_speakers=2, seed=1),
+    generate(ToyConfig(speakers=3, utts_per_speaker=2, duration=0.6, test_speakers=2, seed=1,
+                      dev_speakers=0),
              out)
     return out
 

@@ -11,12 +11,13 @@ import pytest
 import soundfile
 
 from speaker.io.manifest import Manifest, read_trials
+from speaker.io.paths import DataPaths
 from speaker.toy.config import TEST_BASE, ToyConfig, family_of
 from speaker.toy.corpus import generate
 from speaker.toy.voice import _speaker_vector, synthesize_utterance, utterance_id
 from store.errors import UserError
 
-TINY = {"speakers": 6, "utts_per_speaker": 3, "duration": 1.0, "test_speakers": 3}
+TINY = {"speakers": 6, "utts_per_speaker": 3, "duration": 1.0, "test_speakers": 3, "dev_speakers": 3}
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -177,3 +178,25 @@ def test_bad_arguments_are_one_line_errors(corpus, tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "speaker.toy", "--help"],
                                capture_output=True, text=True, timeout=60).stdout
     assert "--speaker-spread" in help_text and "Examples" in help_text
+
+
+def test_dev_split_has_speakers_and_trials_of_its_own(corpus):
+    """dev/ is a third speaker set (like test/, with its own trials); train, dev and test share
+    no speaker, and the dev trials name dev utterances only."""
+    paths = DataPaths(data=corpus)
+    train = paths.train_manifest()
+    dev, dev_trials = paths.dev_set()
+    test, test_trials = paths.test_set()
+    assert dev.speakers == [f"id{80_000 + j:05d}" for j in range(TINY["dev_speakers"])]
+    speakers = [set(m.speakers) for m in (train, dev, test)]
+    assert sum(len(s) for s in speakers) == len(set.union(*speakers))
+    dev_ids = set(dev.ids)
+    assert dev_trials and all(t.enroll in dev_ids and t.test in dev_ids for t in dev_trials)
+    assert {t.target for t in dev_trials} == {True, False}
+    assert paths.split("dev")[0].ids == dev.ids and paths.has_dev
+
+
+def test_no_dev_speakers_no_dev_split(tmp_path):
+    generate(ToyConfig(**{**TINY, "dev_speakers": 0}), tmp_path / "c")
+    assert not (tmp_path / "c" / "dev").exists()
+    assert not DataPaths(data=tmp_path / "c").has_dev

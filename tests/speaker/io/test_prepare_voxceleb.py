@@ -1,9 +1,8 @@
-"""scripts/prepare_voxceleb.py on a small generated VoxCeleb/MUSAN/RIRS_NOISES tree: the
+"""speaker.io.prepare_voxceleb on a small generated VoxCeleb/MUSAN/RIRS_NOISES tree: the
 root it writes is what DataPaths reads, with and without HDF5 packs; bad input -> one line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,18 +10,14 @@ import numpy as np
 import pytest
 import soundfile
 
+from speaker.io import prepare_voxceleb
 from speaker.io.audio import AudioReader, load_audio
 from speaker.io.paths import DataPaths
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_voxceleb.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("prepare_voxceleb", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return prepare_voxceleb
 
 
 def wav(path: Path, seconds: float, seed: int, rate: int = 16000) -> None:
@@ -162,3 +157,27 @@ def test_help_mentions_aac_conversion(script, run_cli):
     result = run_cli(script.cli, ["--help"])
     assert result.exit_code == 0
     assert "m4a" in result.stdout and "ffmpeg" in result.stdout and "--pack" in result.stdout
+
+
+def test_dev_speakers_are_carved_from_training(script, sources, tmp_path: Path, run_cli):
+    """--dev-speakers moves whole training speakers into dev/ with a half-target trial list of
+    dev utterances; train, dev and test share no speaker; the same seed gives the same split."""
+    out = tmp_path / "vox"
+    result = run_cli(script.cli, args(sources, out, "--dev-speakers", "2", "--dev-pairs", "3"))
+    assert result.exit_code == 0, result.stderr
+    paths = DataPaths(data=out)
+    train, (dev, trials), (test, _) = paths.train_manifest(), paths.dev_set(), paths.test_set()
+    assert len(dev.speakers) == 2 and len(train.speakers) == 1
+    assert not set(train.speakers) & set(dev.speakers)
+    assert not set(dev.speakers) & set(test.speakers)
+    assert len(train) + len(dev) == 12  # every source utterance is in exactly one split
+    # each dev speaker has 4 utterances -> 6 pairs, 3 kept, each with one non-target
+    assert len(trials) == 12 and sum(t.target for t in trials) == 6
+    speaker_of = {u.id: u.speaker for u in dev}
+    for t in trials:
+        assert (speaker_of[t.enroll] == speaker_of[t.test]) == t.target
+    again = tmp_path / "again"
+    run_cli(script.cli, args(sources, again, "--dev-speakers", "2", "--dev-pairs", "3"))
+    assert (again / "dev/trials.txt").read_text() == (out / "dev/trials.txt").read_text()
+    result = run_cli(script.cli, args(sources, tmp_path / "x", "--dev-speakers", "3"))
+    assert result.exit_code == 2 and "--dev-speakers 3" in result.stderr
