@@ -20,33 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from speaker.models import register
+from speaker.models.blocks import BasicBlock
 from speaker.models.pooling import TSTP
 
 
 def bn_relu(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm1d(channels), nn.ReLU(inplace=True))
-
-
-class ResBlock2d(nn.Module):
-    """Residual block that downsamples frequency only (time stride 1), unlike ResNet."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=(stride, 1), padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=(stride, 1), bias=False),
-                nn.BatchNorm2d(planes),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class FCM(nn.Module):
@@ -57,10 +36,12 @@ class FCM(nn.Module):
         self.conv1 = nn.Conv2d(1, channels, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.layer1 = nn.Sequential(
-            ResBlock2d(channels, channels, 2), ResBlock2d(channels, channels)
+            BasicBlock(channels, channels, 2, freq_only=True),
+            BasicBlock(channels, channels, freq_only=True),
         )
         self.layer2 = nn.Sequential(
-            ResBlock2d(channels, channels, 2), ResBlock2d(channels, channels)
+            BasicBlock(channels, channels, 2, freq_only=True),
+            BasicBlock(channels, channels, freq_only=True),
         )
         self.conv2 = nn.Conv2d(channels, channels, 3, stride=(2, 1), padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
