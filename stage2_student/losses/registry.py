@@ -65,10 +65,9 @@ _LOSSES: dict[str, RegisteredLoss] = {}
 
 def register_loss(name: str, cached: LossFn, online: LossFn, *,
                   options: type[LossOptions] | None = None,
-                  uses_teacher_buckets: bool = True) -> RegisteredLoss:
+                  uses_teacher_buckets: bool = True) -> None:
     """Add a loss to the registry (``loss_names`` lists them in the order added)."""
     _LOSSES[name] = RegisteredLoss(name, cached, online, options, uses_teacher_buckets)
-    return _LOSSES[name]
 
 
 def registered_loss(name: str) -> RegisteredLoss:
