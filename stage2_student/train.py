@@ -62,8 +62,14 @@ from speaker.training.trainer import (
 from speaker.views.augment import AugmentConfig
 from speaker.views.dataset import ViewRenderer
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
-from stage2_student.loss_flags import loss_option_flags, options_from_flags
-from stage2_student.losses import DistillBatch, DistillConfig, distill_loss, loss_names
+from stage2_student.losses import (
+    DistillBatch,
+    DistillConfig,
+    distill_loss,
+    loss_names,
+    registered_loss,
+)
+from stage2_student.losses.flags import loss_option_flags, options_from_flags
 from store import StoreReader, TeacherInfo
 from store.atomic import write_json
 from store.cli import parse_options, run, setup_logging
@@ -121,7 +127,7 @@ def kd_teacher_margin(kd_logits: str, teacher: TeacherInfo | Teacher) -> LogitMa
 def check_scale(config: StudentConfig, teacher_scale: float, source: str) -> None:
     """Refuse a student head whose logit scale differs from the teacher's, when the
     distillation term compares logits (CE alone and embedding KD do not)."""
-    if config.distill.loss in ("ce", "emb"):
+    if not registered_loss(config.distill.loss).uses_teacher_buckets:
         return
     if not math.isclose(config.schedule.scale, teacher_scale, rel_tol=1e-6):
         raise UserError(f"the student head's logit scale {config.schedule.scale:g} differs from "
@@ -179,7 +185,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
     )
     views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
                         ctx.world_size, keep_waves=live is not None and live.input_kind == "wave",
-                        buckets=live is None and config.distill.loss in ("kd", "dkd", "trkd", "dualgroup"))
+                        buckets=live is None
+                        and registered_loss(config.distill.loss).uses_teacher_buckets)
     torch.manual_seed(config.seed)
     model = build(config.arch, **config.arch_kwargs)
     check_request(config, views, live, model.embed_dim)

@@ -9,10 +9,11 @@ Logits are ``scale * cos``; only the target entry of a row carries the margin.
 
 :func:`target_cos` is written once and runs in three places: on torch tensors (the AAM head's
 forward, with autograd; the live teacher's logits for online KD), on numpy arrays, and
-compiled inside the Numba teacher kernel (``stage2_student.kernels``), where
+compiled inside the Numba teacher kernel (``stage2_student.kernels.buckets``), where
 ``register_jitable`` inlines it and the two primitives below resolve to scalar code.
-The kernel's compiled code is cached on disk keyed on ``kernels.py``: after editing the
-formula here, touch ``stage2_student/kernels.py`` (tests compare the kernel with the head).
+The kernel's compiled code is cached on disk keyed on ``buckets.py``: after editing the
+formula here, touch ``stage2_student/kernels/buckets.py`` (tests compare the kernel with
+the head).
 
 Example:
     >>> import torch

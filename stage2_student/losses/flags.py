@@ -1,4 +1,4 @@
-"""click flags for the losses' own options (``stage2_student.losses.loss_option_classes``).
+"""click flags for the losses' own options (``registry.loss_option_classes``).
 
 Every field of a registered options dataclass becomes ``--<loss>-<field>`` (underscores as
 dashes), with the field's default and, in its help, where that default comes from. A flag
@@ -23,7 +23,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from stage2_student.losses import LossOptions, loss_option_classes, loss_options
+from stage2_student.losses.registry import LossOptions, loss_option_classes, loss_options
 from store.errors import UserError
 
 
