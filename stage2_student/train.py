@@ -29,38 +29,25 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
-from click.core import ParameterSource
 from torch.utils.data import DataLoader
 
-from speaker.evaluation.evaluate import VerificationResult, evaluate_model
 from speaker.evaluation.metrics import plot_det
 from speaker.io.manifest import LabelMap
 from speaker.io.paths import DataPaths, data_options
-from speaker.models import build
-from speaker.models.heads import AAMSoftmax
 from speaker.models.margin import LogitMargin
 from speaker.teachers.base import Teacher
 from speaker.teachers.load import load_teacher
-from speaker.training.trainer import (
-    DEFAULT_LR,
-    CheckpointTarget,
-    Schedule,
-    SpeakerNet,
-    Trainer,
-    init_distributed,
-    intra_op_threads,
-    kd_warmup_epochs,
-    scaled_schedule,
-    shutdown_distributed,
-)
+from speaker.training.options import given_options, resolve_run, training_options
+from speaker.training.run import TrainingRun
+from speaker.training.trainer import RESUME_INPUTS, Schedule, kd_warmup_epochs
 from speaker.views.augment import AugmentConfig
-from speaker.views.dataset import ViewRenderer
+from speaker.views.dataset import ViewRenderer, check_audio
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
 from stage2_student.losses import (
     DistillBatch,
@@ -70,10 +57,10 @@ from stage2_student.losses import (
     registered_loss,
 )
 from stage2_student.losses.flags import loss_option_flags, options_from_flags
-from store import StoreReader, TeacherInfo
-from store.atomic import write_json
-from store.cli import parse_options, run, setup_logging
+from store import StoreReader, StoreSpec, TeacherInfo
+from store.cli import run, setup_logging
 from store.errors import UserError
+from store.schema import spec_checksum
 
 log = logging.getLogger("stage2_student.train")
 
@@ -157,89 +144,82 @@ def check_request(config: StudentConfig, views: CachedViews, live: Teacher | Non
         log.warning("the live teacher is not the one the cache was dumped with")
 
 
+def cache_identity(spec: StoreSpec) -> dict[str, Any]:
+    """What the rows of a cache are, for ``--resume`` to compare: the teacher's checkpoint
+    sha256, the manifest digest, the dump's run seed, the augmentation and noise bank, and
+    a digest of all the spec attributes (anything else a re-dump changes)."""
+    return {"teacher_sha256": spec.teacher.checkpoint_sha256,
+            "manifest_hash": spec.manifest_hash, "run_seed": spec.extra.get("run_seed"),
+            "augment_hash": spec.augment_hash, "noise_bank_hash": spec.noise_bank_hash,
+            "spec_sha256": spec_checksum(spec.to_attrs())}
+
+
 def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path,
                   resume: bool) -> dict:
     """Train (or resume) one student into ``out``; returns the last epoch's statistics, with the
     final evaluation when ``data`` has a test set."""
-    ctx = init_distributed()
-    intra_op_threads(0, config.workers, ctx)  # leave the cores the loader workers use
-    manifest = data.train_manifest()
-    live = None if config.online_teacher is None else load_teacher(config.online_teacher,
-                                                                   ctx.device)
-    spec = open_cache(CacheRequest(cache, config.distill.topk, config.distill.temperature),
-                      manifest)[0].spec
-    if live is None:
-        check_scale(config, spec.teacher.scale, f"the teacher attributes of {cache}")
-    else:
-        check_scale(config, live.scale, f"--online-teacher {config.online_teacher}")
-    request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
-                           kd_teacher_margin(config.distill.kd_logits, spec.teacher))
-    sample_rate = manifest[0].sample_rate
-    bank = data.noise_bank(sample_rate)
-    if bank.content_hash() != spec.noise_bank_hash:
-        raise UserError(f"the noise bank (--musan/--rirs) differs from the one {cache} was "
-                        "dumped with; crops could not be replayed")
-    render = ViewRenderer(
-        manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
-        AugmentConfig.from_dict(spec.augment), bank, sample_rate=sample_rate,
-    )
-    views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
-                        ctx.world_size, keep_waves=live is not None and live.input_kind == "wave",
-                        buckets=live is None
-                        and registered_loss(config.distill.loss).uses_teacher_buckets)
-    torch.manual_seed(config.seed)
-    model = build(config.arch, **config.arch_kwargs)
-    check_request(config, views, live, model.embed_dim)
-    head = AAMSoftmax(model.embed_dim, spec.num_classes, scale=config.schedule.scale)
-    steps = views.batches_per_epoch()
-    if steps == 0:
-        raise UserError(f"--batch-size {config.batch_size} is larger than the rows each "
-                        f"rank streams from {cache}")
-    evaluate = None
-    evaluated: list[VerificationResult] = []  # the latest evaluation, if any
-    if data.has_test:
-        test_manifest, trials = data.test_set()
+    with TrainingRun(out, config.workers) as job:
+        ctx = job.ctx
+        manifest, sample_rate = job.training_manifest(data, check=False)
+        live = None if config.online_teacher is None else load_teacher(config.online_teacher,
+                                                                       ctx.device)
+        spec = open_cache(CacheRequest(cache, config.distill.topk, config.distill.temperature),
+                          manifest)[0].spec
+        if spec.features is None:  # the crops are replayed from the audio
+            check_audio(manifest, sample_rate, "training manifest")
+        if live is None:
+            check_scale(config, spec.teacher.scale, f"the teacher attributes of {cache}")
+        else:
+            check_scale(config, live.scale, f"--online-teacher {config.online_teacher}")
+        request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
+                               kd_teacher_margin(config.distill.kd_logits, spec.teacher))
+        bank = data.noise_bank(sample_rate)
+        if bank.content_hash() != spec.noise_bank_hash:
+            raise UserError(f"the noise bank (--musan/--rirs) differs from the one {cache} was "
+                            "dumped with; crops could not be replayed")
+        render = ViewRenderer(
+            manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
+            AugmentConfig.from_dict(spec.augment), bank, sample_rate=sample_rate,
+        )
+        views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
+                            ctx.world_size,
+                            keep_waves=live is not None and live.input_kind == "wave",
+                            buckets=live is None
+                            and registered_loss(config.distill.loss).uses_teacher_buckets)
+        net = job.net(config.arch, config.arch_kwargs, spec.num_classes, config.schedule.scale,
+                      config.seed)
+        check_request(config, views, live, net.model.embed_dim)
+        steps = views.batches_per_epoch()
+        if steps == 0:
+            raise UserError(f"--batch-size {config.batch_size} is larger than the rows each "
+                            f"rank streams from {cache}")
+        inputs: dict[str, Any] = {"cache": cache_identity(spec)}
+        if live is not None:
+            inputs["online_teacher_sha256"] = live.sha256
+        config_dict = {"kind": "student", **asdict(config), "cache": str(cache.absolute()),
+                       "data": data.to_dict(), RESUME_INPUTS: inputs}
+        evaluate = job.evaluator(data, sample_rate, render.reader)
+        trainer = job.trainer(
+            net, config.schedule, epochs=config.epochs, steps_per_epoch=steps,
+            label_map=spec.label_map, config=config_dict, seed=config.seed,
+            evaluate=evaluate, eval_every=config.eval_every, resume=resume,
+        )
 
-        def evaluate(m: torch.nn.Module) -> dict[str, float]:
-            result = evaluate_model(m, test_manifest, trials, render.reader, ctx.device)
-            evaluated[:] = [result]
-            return result.summary()
+        def batches(epoch: int):
+            views.set_epoch(epoch)
+            loader = DataLoader(views, batch_size=None, num_workers=config.workers)
+            return itertools.islice(loader, steps)
 
-    out.mkdir(parents=True, exist_ok=True)
-    config_dict = {"kind": "student", **asdict(config), "cache": str(cache.absolute()),
-                   "data": data.to_dict()}
-    trainer = Trainer(
-        SpeakerNet(model, head), config.schedule, epochs=config.epochs, steps_per_epoch=steps,
-        checkpoint=CheckpointTarget(out / "model.pt", config.arch, config.arch_kwargs,
-                                    spec.label_map, config_dict),
-        ctx=ctx, seed=config.seed, evaluate=evaluate, eval_every=config.eval_every,
-    )
-    if resume:
-        trainer.resume()
-    elif trainer.checkpoint.path.exists():
-        raise UserError(f"{trainer.checkpoint.path} exists; pass --resume to continue it")
-    if ctx.is_main:
-        write_json(out / "config.json", config_dict)
-
-    def batches(epoch: int):
-        views.set_epoch(epoch)
-        loader = DataLoader(views, batch_size=None, num_workers=config.workers)
-        return itertools.islice(loader, steps)
-
-    live_margin = None if live is None else kd_teacher_margin(config.distill.kd_logits, live)
-    trainer.fit(batches, distill_step(config.distill, live, live_margin, ctx.device))
-    warn_if_capped(trainer.history, config.distill, views.k_prime)
-    final = trainer.history[-1] if trainer.history else {}
-    if ctx.is_main:
-        if evaluate is not None:
+        live_margin = None if live is None else kd_teacher_margin(config.distill.kd_logits, live)
+        trainer.fit(batches, distill_step(config.distill, live, live_margin, ctx.device))
+        warn_if_capped(trainer.history, config.distill, views.k_prime)
+        final = trainer.history[-1] if trainer.history else {}
+        if ctx.is_main and evaluate is not None:
             # The trainer evaluates after the last epoch; a resumed finished run ran none.
-            result = evaluated[-1] if evaluated else evaluate_model(
-                model, test_manifest, trials, render.reader, ctx.device)
+            result = evaluate.last or evaluate.result(net.model)
             final = {**final, **result.summary()}
             plot_det({out.name: result.det()}, out / "det.png")
-        # written last: its presence says the run finished (as the teacher's)
-        write_json(out / "results.json", {"history": trainer.history, "final": final})
-    shutdown_distributed()
+        job.finish(trainer.history, final)
     return final
 
 
@@ -303,12 +283,11 @@ Examples:
       --arch resnet34 --arch-opt base_width=8 --loss dkd --out exp/r34-dkd
 """
 
-# Options that live in the distillation config and the schedule (the rest are top-level
-# StudentConfig fields, or --cache/--out/--config/--resume/-v and the data options).
+# Options that live in the distillation config (the rest are the options every training run
+# has -- speaker.training.options -- StudentConfig's own, --cache/--config and the data).
 _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
                     "temperature": "temperature", "topk": "topk", "kd_warmup": "warmup_epochs",
                     "kd_logits": "kd_logits"}
-_SCHEDULE_OPTIONS = ("epochs", "optimizer", "lr", "final_lr", "scale")
 
 
 @click.command(context_settings={"show_default": True}, epilog=EXAMPLES)
@@ -319,9 +298,8 @@ _SCHEDULE_OPTIONS = ("epochs", "optimizer", "lr", "final_lr", "scale")
 @click.option("--cache", type=click.Path(exists=True, path_type=Path), default=None,
               help="logits.zarr written by stage1_teacher.dump (required without --config).")
 @data_options
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
-@click.option("--arch", default="xvector", help="Registered architecture (python -m speaker.models).")
-@click.option("--arch-opt", multiple=True, help="Architecture argument key=value, repeatable.")
+@training_options(arch="xvector", epochs=10, batch_size=64, optimizer="sgd", eval_every=0,
+                  workers=1, seed=0)
 @click.option("--loss", type=click.Choice(loss_names()), default="dkd")
 @click.option("--alpha", type=float, default=1.0, help="TCKD weight (dkd).")
 @click.option("--beta", type=float, default=2.0, help="NCKD weight (dkd).")
@@ -338,33 +316,15 @@ _SCHEDULE_OPTIONS = ("epochs", "optimizer", "lr", "final_lr", "scale")
 @click.option("--online-teacher", default=None,
               help="Online KD: a live teacher (checkpoint/TorchScript/module:factory) gives "
                    "full logits instead of the cache (which still gives the crops).")
-@click.option("--epochs", type=click.IntRange(min=1), default=10)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64)
-@click.option("--optimizer", type=click.Choice(sorted(DEFAULT_LR)), default="sgd",
-              help="SGD-Nesterov (wespeaker) or AdamW (learns faster in runs of a few "
-                   "hundred steps: docs/recipe_sweep.md).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Peak LR [default: 0.1 for sgd, 3e-3 for adamw].")
-@click.option("--final-lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="LR at the end of the run [default: --lr / 100].")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Logit scale of the student head [default: the teacher's, from the cache]; "
                    "one that differs from the teacher's is refused.")
-@click.option("--eval-every", type=click.IntRange(min=0), default=0,
-              help="Evaluate every N epochs (0: last).")
-@click.option("--workers", type=click.IntRange(min=0), default=1,
-              help="DataLoader workers replaying crops (the result does not depend on it).")
-@click.option("--seed", type=int, default=0)
-@click.option("--resume", is_flag=True, help="Continue from OUT/model.pt.")
-@click.option("-v", "--verbose", is_flag=True)
 @loss_option_flags
 def cli(config_path: Path | None, cache: Path | None, out: Path, resume: bool, verbose: bool,
         **opts) -> None:
     """Train a student of any architecture from the cached teacher soft labels."""
     setup_logging(verbose)
-    ctx = click.get_current_context()
-    given = {name for name in opts
-             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    given = given_options(opts)
     data_given = {f.name: opts.pop(f.name) for f in fields(DataPaths)}
     if config_path is None:
         if cache is None:
@@ -373,7 +333,7 @@ def cli(config_path: Path | None, cache: Path | None, out: Path, resume: bool, v
     else:
         saved = _read_config(config_path)
         config = apply_options(StudentConfig.from_dict(
-            {k: v for k, v in saved.items() if k not in ("kind", "cache", "data")},
+            {k: v for k, v in saved.items() if k not in ("kind", "cache", "data", RESUME_INPUTS)},
             str(config_path)), opts, given)
         cache = cache or Path(saved["cache"])
         if any(value is not None for value in data_given.values()):
@@ -395,18 +355,19 @@ def config_from_options(opts: dict[str, Any], cache: Path) -> StudentConfig:
 
 def apply_options(base: StudentConfig | None, opts: dict[str, Any],
                   given: set[str]) -> StudentConfig:
-    """``base`` with the ``given`` options replacing its values (all options if no base).
-
-    A new ``--epochs`` (or optimizer, LR) rebuilds the schedule over the run, and the KD
-    warm-up with it unless ``--kd-warmup`` is given.
+    """``base`` with the ``given`` options replacing its values (all options if no base),
+    the way :func:`speaker.training.options.resolve_run` says; a new ``--epochs`` rebuilds
+    the KD warm-up with the schedule unless ``--kd-warmup`` is given.
     """
+    settings = resolve_run(base, opts, given, own=("online_teacher",))
+
     def pick(name: str, saved: Any) -> Any:
         return opts[name] if base is None or name in given else saved
 
     distill_base = {} if base is None else asdict(base.distill)
     distill = {field: pick(option, distill_base.get(field))
                for option, field in _DISTILL_OPTIONS.items()}
-    epochs = pick("epochs", None if base is None else base.epochs)
+    epochs = settings["epochs"]
     if base is not None and "kd_warmup" not in given and "epochs" in given:
         distill["warmup_epochs"] = None
     if distill["warmup_epochs"] is None:
@@ -414,28 +375,8 @@ def apply_options(base: StudentConfig | None, opts: dict[str, Any],
     same_loss = base is not None and base.distill.loss == distill["loss"]
     distill["options"] = options_from_flags(
         distill["loss"], opts, epochs, base=base.distill.options if same_loss else None)
-    schedule = None if base is None else base.schedule
-    if base is None or given & set(_SCHEDULE_OPTIONS):
-        saved = schedule or Schedule()
-        optimizer = pick("optimizer", saved.optimizer)
-        # A saved LR belongs to the saved optimizer, a saved final LR to the saved LR.
-        lr = pick("lr", saved.lr if optimizer == saved.optimizer else None)
-        final_lr = pick("final_lr", saved.final_lr if lr == saved.lr else None)
-        schedule = replace(scaled_schedule(epochs, optimizer, lr, final_lr),
-                           scale=pick("scale", saved.scale))
-    arch = pick("arch", None if base is None else base.arch)
-    if base is None or "arch" in given or "arch_opt" in given:
-        arch_kwargs = parse_options(opts["arch_opt"])
-        if base is not None and "arch" not in given:
-            arch_kwargs = {**base.arch_kwargs, **arch_kwargs}
-    else:
-        arch_kwargs = base.arch_kwargs
-    top = {name: pick(name, None if base is None else getattr(base, name))
-           for name in ("batch_size", "online_teacher", "eval_every", "seed", "workers")}
     try:
-        return StudentConfig(arch=arch, arch_kwargs=arch_kwargs,
-                             distill=DistillConfig(**distill), schedule=schedule,
-                             epochs=epochs, **top)
+        return StudentConfig(distill=DistillConfig(**distill), **settings)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

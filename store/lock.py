@@ -1,4 +1,4 @@
-"""One writing process per store: an advisory lock file next to it (``<store>.lock``).
+"""One writing process per store (or run directory): an advisory lock file next to it (``<store>.lock``).
 
 The lock is an ``flock`` on the file, held for as long as the writer runs: the kernel
 drops it when the process dies, however it dies, so a lock file left by a killed dump is
@@ -26,8 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def lock_path(store: str | os.PathLike[str]) -> Path:
-    """``logits.zarr`` -> ``logits.zarr.lock`` (beside the store, not inside it)."""
-    path = Path(store)
+    """``logits.zarr`` -> ``logits.zarr.lock`` (beside the store, not inside it).
+
+    Keyed by the resolved path: a symlink to the store (or to a folder above it) names the
+    same lock file, so writing through another spelling is refused as well.
+    """
+    path = Path(os.path.realpath(store))
     return path.with_name(path.name + ".lock")
 
 

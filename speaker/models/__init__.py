@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import numbers
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -100,17 +105,68 @@ def build(name: str, **kwargs: object) -> nn.Module:
     if name not in _REGISTRY:
         raise UserError(f"unknown architecture {name!r}; choose one of: {', '.join(names)}")
     entry = _REGISTRY[name]
-    signature = inspect.signature(entry.factory)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as exc:
-        accepted = ", ".join(signature.parameters)
-        raise UserError(
-            f"bad arguments for architecture {name!r}: {exc}; accepted: {accepted}"
-        ) from None
+    check_arguments(name, kwargs)
     model = entry.factory(**kwargs)
     model.input_kind = entry.input_kind
     return model
+
+
+def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse, as a :class:`UserError` naming the argument and its value, keyword arguments
+    that ``name``'s factory does not take or whose value does not fit its annotation.
+
+    Integers must be whole numbers >= 1 (widths, dimensions, counts, kernel sizes), floats
+    finite numbers >= 0 (the factories' floats are rates and probabilities), booleans and
+    strings what they say; ``None`` only where the annotation allows it. Values come from
+    ``--arch-opt`` or a checkpoint, so a bad one would otherwise surface as a traceback
+    from deep inside the model's constructor.
+
+    Example:
+        >>> check_arguments("xvector", {"channels": "abc"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        store.errors.UserError: ... channels='abc': channels must be an integer >= 1 (default 512)...
+    """
+    names = architectures()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown architecture {name!r}; choose one of: {', '.join(names)}")
+    signature = inspect.signature(_REGISTRY[name].factory, eval_str=True)
+    accepted = ", ".join(signature.parameters)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        raise UserError(
+            f"bad arguments for architecture {name!r}: {exc}; accepted: {accepted}"
+        ) from None
+    for key, value in kwargs.items():
+        parameter = signature.parameters[key]
+        wanted = _refusal(parameter.annotation, value)
+        if wanted is not None:
+            raise UserError(
+                f"bad arguments for architecture {name!r}: {key}={value!r}: {key} must be "
+                f"{wanted} (default {parameter.default!r}); accepted: {accepted}"
+            )
+
+
+def _refusal(annotation: Any, value: Any) -> str | None:
+    """What ``value`` should have been for ``annotation`` (None: it fits)."""
+    kinds = (typing.get_args(annotation)
+             if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+             else (annotation,))
+    if value is None:
+        return None if type(None) in kinds else "allowed to be null"
+    checks = {
+        int: ("an integer >= 1", lambda v: isinstance(v, numbers.Integral)
+              and not isinstance(v, bool) and v >= 1),
+        float: ("a number >= 0", lambda v: isinstance(v, numbers.Real)
+                and not isinstance(v, bool) and math.isfinite(v) and v >= 0),
+        bool: ("true or false", lambda v: isinstance(v, bool)),
+        str: ("a string", lambda v: isinstance(v, str)),
+    }
+    known = [checks[kind] for kind in kinds if kind in checks]
+    if not known or any(fits(value) for _, fits in known):
+        return None
+    return " or ".join(what for what, _ in known)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -48,6 +48,10 @@ RESUME_IGNORED = frozenset({"workers"})
 (every random draw of an epoch is seeded from ``(seed, epoch)``, not from the loader, and
 a resumed run keeps the torch thread count of the run it continues)."""
 
+RESUME_INPUTS = "inputs"
+"""Config key of what a run trains on, beyond its settings (a student's cache identity, an
+online teacher's sha256): ``--resume`` against other inputs is refused, naming them."""
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -281,6 +285,14 @@ class Trainer:
         if "optimizer" not in state or "epoch" not in state:
             raise UserError(f"{path} holds no training state, so it cannot be resumed")
         diffs = config_differences(loaded.config, self.checkpoint.config)
+        inputs = [d for d in diffs if d.startswith(f"{RESUME_INPUTS}.")]
+        if inputs:
+            raise UserError(
+                f"{path} was trained on other inputs than this run's "
+                f"({'; '.join(d[len(RESUME_INPUTS) + 1:] for d in inputs)}): its cache or "
+                "teacher was rewritten since; resume with the ones it started with, or "
+                "choose another --out"
+            )
         if _plain(loaded.label_map) != _plain(self.checkpoint.label_map):
             diffs.append("label map (the training speakers or speeds)")
         if diffs:

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -314,7 +314,8 @@ def test_resolve_config_applies_overrides_to_the_preset():
     demo = PRESETS["demo"]
     config = resolve_config("demo", {"lr": 0.05, "epochs": 3, "batch_size": None})
     assert config.epochs == 3 and config.batch_size == demo.batch_size
-    assert config.schedule == replace(demo.schedule, lr=0.05)
+    # --epochs rescales the preset's schedule over the run (as a student's --epochs does)
+    assert config.schedule == scaled_schedule(3, "sgd", 0.05)
     # another optimizer: its own scaled schedule over the run, never the preset's LR
     vox = resolve_config("voxceleb", {"optimizer": "adamw"})
     assert PRESETS["voxceleb"].schedule.optimizer == "sgd"
@@ -354,3 +355,33 @@ def test_torchrun_two_ranks(toy_corpus: Path, tmp_path: Path):
     results = json.loads((out / "results.json").read_text())
     assert [h["epoch"] for h in results["history"]] == [1, 2, 3]
     assert 0.0 <= results["final"]["eer"] <= 1.0
+
+
+# The demo's teacher as a flag list (scripts/recipes.py TEACHER_RECIPE before the preset).
+DEMO_TEACHER_FLAGS = ["--preset", "demo", "--optimizer", "adamw", "--lr", "3e-3",
+                      "--batch-size", "32"]
+
+
+@pytest.fixture
+def resolved(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The teacher CLI's resolved config for some options, without training."""
+    from stage1_teacher import train
+
+    seen = {}
+    monkeypatch.setattr(train, "train_teacher",
+                        lambda config, data, out, resume: seen.update(config=config) or {})
+
+    def resolve(args: list[str]) -> dict:
+        cli.main([*args, "--data", str(tmp_path), "--out", str(tmp_path / "run")],
+                 standalone_mode=False)
+        return asdict(seen["config"])
+
+    return resolve
+
+
+@pytest.mark.parametrize("extra", [[], ["--epochs", "6"], ["--epochs", "6", "--lr", "1e-3"]])
+def test_demo_teacher_preset_is_the_demos_flag_list(resolved, extra):
+    assert resolved(["--preset", "demo-teacher", *extra]) == resolved([*DEMO_TEACHER_FLAGS,
+                                                                       *extra])
+    assert PRESETS["demo-teacher"] == resolve_config("demo", {"optimizer": "adamw", "lr": 3e-3,
+                                                              "batch_size": 32})
