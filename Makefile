@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# everything, its page demo.md included, goes to DEMO_OUT (scripts/demo.py --publish-docs: docs/)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --out $(DEMO_OUT)
 
