@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# everything, its page demo.md included, goes to DEMO_OUT (scripts/demo.py --publish-docs: docs/)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --out $(DEMO_OUT)
 
 # docs/RESULTS.md from docs/results/runs/*/result.json; resumes (finished runs are kept there)
 results: $(STAMP)
-	$(BIN)/python scripts/experiments.py --out $(RESULTS_OUT)
+	$(BIN)/python scripts/results.py --out $(RESULTS_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

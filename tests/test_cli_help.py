@@ -12,11 +12,11 @@ import pytest
 # runpy warns that the module ran again after the test session imported it: harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MODULES = ["speaker.toy", "speaker.models", "store", "stage1_teacher.train",
            "stage1_teacher.dump", "stage1_teacher.verify", "stage2_student.train",
-           "stage2_student.evaluate"]
-# every script with a command line (benchlib and the experiment's helper modules have none)
+           "stage2_student.evaluate", "speaker.io.prepare_voxceleb"]
+# every script with a command line
 SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("*.py")
                  if 'if __name__ == "__main__":' in p.read_text())
 
@@ -42,7 +42,6 @@ def test_module_help(module: str, flag: str, monkeypatch, capsys):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_help(script: str, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # their sibling benchlib
     path = str(REPO / "scripts" / script)
     text = help_text(lambda: runpy.run_path(path, run_name="__main__"), script, "-h",
                      monkeypatch, capsys)

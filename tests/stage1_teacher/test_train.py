@@ -357,7 +357,7 @@ def test_torchrun_two_ranks(toy_corpus: Path, tmp_path: Path):
     assert 0.0 <= results["final"]["eer"] <= 1.0
 
 
-# The demo's teacher as a flag list (scripts/recipes.py TEACHER_RECIPE before the preset).
+# The demo's teacher as a flag list (experiments.recipes.TEACHER_RECIPE before the preset).
 DEMO_TEACHER_FLAGS = ["--preset", "demo", "--optimizer", "adamw", "--lr", "3e-3",
                       "--batch-size", "32"]
 

@@ -6,10 +6,8 @@ to continue."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import signal
-from pathlib import Path
 
 import click
 import pytest
@@ -17,20 +15,10 @@ import pytest
 import speaker.models.__main__ as models_main
 import speaker.toy.__main__ as toy
 import store.__main__ as store_main
+from speaker.io import prepare_voxceleb
 from stage1_teacher import dump, verify
 from stage1_teacher import train as teacher_train
 from stage2_student import train as student_train
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _prepare_voxceleb() -> click.Command:
-    spec = importlib.util.spec_from_file_location("prepare_voxceleb",
-                                                  REPO / "scripts" / "prepare_voxceleb.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cli
-
 
 # (name, command, subcommand args) of every CLI this project ships
 CLIS = [
@@ -41,7 +29,7 @@ CLIS = [
     ("stage1_teacher.verify", verify.cli, []),
     ("store", store_main.cli, []),
     *[(f"store {sub}", store_main.cli, [sub]) for sub in sorted(store_main.cli.commands)],
-    ("prepare_voxceleb.py", _prepare_voxceleb(), []),
+    ("speaker.io.prepare_voxceleb", prepare_voxceleb.cli, []),
 ]
 
 

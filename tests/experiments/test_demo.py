@@ -1,7 +1,8 @@
-"""scripts/demo.py --quick, the README's first command at smoke size, end to end: corpus,
-teacher, dump, both verifies, seven students from the one cache (two at a time), one table
-with bootstrap intervals and a DET plot, stage times; a second run finds every step done and
-only re-evaluates. The quick run never rewrites docs/demo.md."""
+"""scripts/demo.py --quick (experiments.demo), the README's first command at smoke size, end
+to end: corpus, teacher, dump, both verifies, seven students from the one cache (two at a
+time), one table with bootstrap intervals and a DET plot, stage times, its page in OUT; a
+second run finds every step done and only re-evaluates. The demo leaves docs/ alone unless
+told to publish."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from experiments.demo import page
+from experiments.demo.pipeline import SIZES, student_runs
+from experiments.scheduler import plan_lanes
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
 MODELS = ["teacher", "xvector-kd", *(f"{arch}-{loss}" for arch in ("xvector", "resnet34", "campp")
@@ -41,6 +46,9 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
     for stage in ("corpus", "teacher", "dump", "verify", "students", "evaluate"):
         assert times[stage]["wall_s"] > 0 and f"| {stage} |" in first.stdout
     assert DOC.read_bytes() == doc_before
+    written = (out / "demo.md").read_text()
+    assert table.rstrip("\n") in written and "![DET curves](demo_det.png)" in written
+    assert str(tmp_path) not in written and (out / "demo_det.png").stat().st_size > 0
 
     checkpoints = {p: p.stat().st_mtime_ns for p in out.rglob("model.pt")}
     second = demo(out)
@@ -51,47 +59,33 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
     assert json.loads((out / "results" / "results.json").read_text()) == results
 
 
-def load_demo():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_student_jobs_are_the_seven_runs_from_one_cache(tmp_path: Path):
-    demo_mod = load_demo()
-    size = demo_mod.SIZES["full"]
-    (tmp_path / "students" / "campp-ce").mkdir(parents=True)
-    (tmp_path / "students" / "campp-ce" / "model.pt").write_bytes(b"")  # interrupted run
-    jobs = demo_mod.student_jobs(tmp_path, tmp_path / "logits.zarr", ["--data", "toy"], size)
-    assert sorted(jobs) == sorted(MODELS[1:])
-    for name, job in jobs.items():
-        args, (arch, loss) = job.argv, name.rsplit("-", 1)
+def test_student_runs_are_the_seven_runs_from_one_cache(tmp_path: Path):
+    size = SIZES["full"]
+    runs = student_runs(tmp_path, tmp_path / "logits.zarr", ["--data", "toy"], size, 0)
+    assert sorted(runs) == sorted(MODELS[1:])
+    for name, run in runs.items():
+        args, (arch, loss) = run.argv, name.rsplit("-", 1)
         flag = dict(zip(args, args[1:], strict=False))
         assert flag["--cache"] == str(tmp_path / "logits.zarr") and flag["--loss"] == loss
-        assert flag["--arch"] == arch and flag["--epochs"] == str(size.student_epochs[arch])
-        assert ("--resume" in args) == (name == "campp-ce")
+        assert flag["--arch"] == arch and flag["--epochs"] == str(size.epochs(arch))
+        assert flag["--out"] == str(tmp_path / "students" / name) and run.kind == "student"
         if loss == "dkd":
             assert (flag["--alpha"], flag["--beta"], flag["--temperature"]) == ("1", "2", "1")
     # two CAM++ runs (3 epochs) outlast the rest: the lanes split them from the ResNet34s
-    est = {name: job.est_s for name, job in jobs.items()}
+    est = {name: run.est_s for name, run in runs.items()}
     assert est["campp-ce"] > est["resnet34-ce"] > est["xvector-ce"] > 0
-    lanes = demo_mod.plan_lanes(est, 2)
-    assert sorted(n for lane in lanes for n in lane) == sorted(jobs)
+    lanes = plan_lanes(est, 2)
+    assert sorted(n for lane in lanes for n in lane) == sorted(runs)
     assert [n for n in lanes[0] if n.startswith("campp")] == ["campp-ce", "campp-dkd"]
 
 
 def test_plan_lanes_finds_the_shortest_split():
-    demo_mod = load_demo()
     est = {"a": 3.0, "b": 3.0, "c": 2.0, "d": 2.0, "e": 2.0}
     # 6 + 6 is the best split; greedy longest-first ends at 7 (a + c + e against b + d)
-    assert sorted(demo_mod.plan_lanes(est, 2)) == [["a", "b"], ["c", "d", "e"]]
-    lanes3 = demo_mod.plan_lanes(est, 3)
+    assert sorted(plan_lanes(est, 2)) == [["a", "b"], ["c", "d", "e"]]
+    lanes3 = plan_lanes(est, 3)
     assert max(sum(est[n] for n in lane) for lane in lanes3) == 5.0
-    assert demo_mod.plan_lanes({}, 2) == [[], []]
+    assert plan_lanes({}, 2) == [[], []]
 
 
 def test_no_lanes_is_one_usage_error(tmp_path: Path):
@@ -102,27 +96,54 @@ def test_no_lanes_is_one_usage_error(tmp_path: Path):
 
 
 def test_ordering_claims():
-    demo_mod = load_demo()
-
     def results(teacher, **eers):
         return {"teacher": {"eer": teacher}, **{k.replace("_", "-"): {"eer": v}
                                                 for k, v in eers.items()}}
 
     good = results(0.10, xvector_ce=0.20, xvector_kd=0.19, xvector_dkd=0.18, resnet34_ce=0.22,
                    resnet34_dkd=0.20, campp_ce=0.24, campp_dkd=0.21)
-    assert all(demo_mod.ordering(good).values())
+    assert all(page.ordering(good).values())
     bad = {**good, "teacher": {"eer": 0.18}, "campp-dkd": {"eer": 0.26}}
-    assert list(demo_mod.ordering(bad).values()) == [False, False, False]
+    assert list(page.ordering(bad).values()) == [False, False, False]
 
 
 def test_dkd_vs_ce_is_beyond_noise_only_when_the_intervals_are_apart():
-    demo_mod = load_demo()
-
     def model(low, high):
         return {"eer": (low + high) / 2, "eer_ci95_low": low, "eer_ci95_high": high}
 
     results = {"teacher": model(0.05, 0.10),
                "xvector-ce": model(0.20, 0.30), "xvector-dkd": model(0.10, 0.19),  # apart
                "campp-ce": model(0.20, 0.30), "campp-dkd": model(0.15, 0.21)}  # overlapping
-    assert demo_mod.dkd_vs_ce_noise(results) == (
+    assert page.dkd_vs_ce_noise(results) == (
         "DKD vs CE beyond the noise (95 % intervals apart): xvector; within noise: campp")
+
+
+def test_the_page_is_written_in_out_with_relative_paths_and_published_only_on_request(
+        tmp_path: Path, monkeypatch):
+    def model(eer):
+        return {"eer": eer, "eer_ci95_low": eer - 0.01, "eer_ci95_high": eer + 0.01}
+
+    out, docs = tmp_path / "demo", tmp_path / "docs"
+    (out / "results").mkdir(parents=True)
+    docs.mkdir()
+    results = {"teacher": model(0.10), **{f"{a}-{loss}": model(0.2 if loss == "ce" else 0.15)
+                                          for a in page.ARCHS for loss in ("ce", "dkd")}}
+    (out / "results" / "results.json").write_text(json.dumps(results))
+    (out / "results" / "det.png").write_bytes(b"png")
+    (out / "demo.json").write_text(json.dumps({"corpus_seed": 0, "student_seed": 0}))
+    monkeypatch.setattr(page, "DOCS", docs)
+    times = {"corpus": {"wall_s": 1.0, "cpu_s": 1.0}, "student xvector-ce": {"wall_s": 2.0}}
+    written = page.write_page(out, SIZES["full"], "| table |\n", times, "0.1, 0.2, 0.3")
+    text = written.read_text()
+    assert written == out / "demo.md" and (out / "demo_det.png").read_bytes() == b"png"
+    assert str(tmp_path) not in text and "](demo_det.png)" in text and "| table |" in text
+    assert "Not checked yet" in text and not list(docs.iterdir())
+    assert page.publish(out) == [docs / "demo.md", docs / "demo_det.png"]
+    assert (docs / "demo.md").read_text() == text
+
+
+def test_publish_docs_is_refused_for_a_quick_run(tmp_path: Path):
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "d"), "--quick",
+                          "--publish-docs"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--publish-docs" in bad.stderr
+    assert not (tmp_path / "d").exists()

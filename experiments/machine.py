@@ -1,23 +1,19 @@
-"""What every benchmark and experiment script shares: naming the machine it ran on and
-writing its report atomically (a killed run never leaves half a page in docs/).
-
-The scripts run as files (``python scripts/bench_dump.py``), so this module is imported
-as ``benchlib`` from their own folder.
+"""The machine a measurement ran on: its CPU, usable cores, memory, software and load.
 
 Example::
 
     >>> cores() >= 1 and bool(cpu_name())
     True
+    >>> "cores usable" in machine()
+    True
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
-
-from store.atomic import atomic_write_text
+from types import ModuleType
 
 
 def cores() -> int:
@@ -42,10 +38,15 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def write_atomic(path: Path, lines: list[str], summary: dict | None = None) -> None:
-    """Write ``lines`` to ``path`` (a Markdown report) atomically (:mod:`store.atomic`),
-    closed by ``summary`` as the JSON line the script prints last, when given."""
-    if summary is not None:
-        lines = [*lines, "## Summary (the script's last line)", "", "```json",
-                 json.dumps(summary), "```", ""]
-    atomic_write_text(path, "\n".join(lines))
+def machine(*libraries: ModuleType) -> str:
+    """One line: CPU, usable cores, memory, OS, Python, torch and its device, then the
+    version of each of ``libraries`` (e.g. ``numpy``, ``zarr``) a measurement depends on."""
+    import torch
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    device = (f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available()
+              else "CPU only")
+    versions = "".join(f", {lib.__name__} {lib.__version__}" for lib in libraries)
+    return (f"{cpu_name()}, {cores()} cores usable, {mem:.0f} GiB, {platform.system()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}, {device}"
+            f"{versions}")

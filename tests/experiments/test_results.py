@@ -1,4 +1,4 @@
-"""scripts/experiments.py: the run machinery (what is redone, the scheduler's order and
+"""make results (experiments.results, .runs, .scheduler, .report): the run machinery (what is redone, the scheduler's order and
 failures), the paired bootstrap verdicts against a direct computation, the speaker subsets,
 and (slow) the whole --quick experiment: report, JSON line, a rerun that redoes nothing."""
 
@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-from experiment_report import paired, verdict  # noqa: E402
-from experiment_runs import Layout, Run, Scheduler, todo, write_json  # noqa: E402
-from speaker_subset import subset  # noqa: E402
-
-from speaker.io.manifest import Manifest, Utterance  # noqa: E402
+from experiments.paths import SCRIPTS
+from experiments.report.stats import paired, verdict
+from experiments.runs import Layout, Run, todo, write_json
+from experiments.scheduler import Scheduler
+from experiments.speaker_subset import subset
+from speaker.io.manifest import Manifest, Utterance
 
 
 def _result(layout: Layout, name: str, **extra) -> None:
@@ -74,6 +72,25 @@ def test_scheduler_runs_dependencies_first_and_stops_what_depends_on_a_failure(t
     assert log["command"][0] == "python" and product("b", "student").name == "model.pt"
 
 
+def test_students_planned_on_a_lane_run_there_in_order_beside_the_other_lane(tmp_path: Path):
+    layout = Layout(tmp_path / "out", tmp_path / "results", runs="students")
+    started: list[str] = []
+
+    def sleep_then_touch(name: str, seconds: float) -> list[str]:
+        return ["-c", f"import pathlib, time; time.sleep({seconds}); "
+                      f"pathlib.Path({str(tmp_path / name)!r}).write_text('x')"]
+
+    runs = [Run("long", "student", sleep_then_touch("long", 1.5), lane=0),
+            Run("after-long", "student", sleep_then_touch("after-long", 0), lane=0),
+            Run("short1", "student", sleep_then_touch("short1", 0), lane=1),
+            Run("short2", "student", sleep_then_touch("short2", 0), lane=1)]
+    sched = Scheduler(layout, 2, lambda run, wall, cpu: started.append(run.name))
+    assert sched.run_all(runs) == []
+    # lane 1 runs both short students while lane 0's first run is still going
+    assert started.index("short2") < started.index("long") < started.index("after-long")
+    assert (layout.work("long") / "log.txt").exists()
+
+
 def test_a_resumed_student_records_the_epochs_its_checkpoint_already_held(tmp_path: Path):
     from speaker.models import build
     from speaker.models.checkpoint import save_checkpoint
@@ -116,9 +133,8 @@ def test_paired_bootstrap_difference_and_verdict_match_a_direct_computation():
 
 
 SUSPENDED_CHILD = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from experiment_runs import SuspendClock
+import time
+from experiments.scheduler import SuspendClock
 clock = SuspendClock(tick=0.05, gap=0.3)
 t0, m0 = clock.now(), time.monotonic()
 print("ready", flush=True)
@@ -131,7 +147,7 @@ def test_suspend_clock_leaves_out_the_time_the_process_was_stopped():
     import signal
     import time
 
-    child = subprocess.Popen([sys.executable, "-c", SUSPENDED_CHILD, str(SCRIPTS)],
+    child = subprocess.Popen([sys.executable, "-c", SUSPENDED_CHILD],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     time.sleep(0.3)
@@ -166,7 +182,7 @@ def test_speaker_subsets_keep_the_same_number_of_utterances():
 
 @pytest.mark.slow
 def test_quick_experiment_writes_the_report_and_the_json_line_and_resumes(tmp_path: Path):
-    cmd = [sys.executable, str(SCRIPTS / "experiments.py"), "--quick", "--out",
+    cmd = [sys.executable, str(SCRIPTS / "results.py"), "--quick", "--out",
            str(tmp_path / "out"), "--results", str(tmp_path / "results"), "--report",
            str(tmp_path / "RESULTS.md")]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)

@@ -1,0 +1,155 @@
+"""`make results`: the paper's claims and the cache's worth, measured with seeds.
+
+Drives the public command lines (``speaker.toy``, ``stage1_teacher.train``,
+``stage1_teacher.dump``, ``stage2_student.train``, ``store stats``) as subprocesses, one run
+per folder, and rebuilds docs/RESULTS.md and its plots from the runs' results:
+
+1. loss comparison from one cache (x-vector 3 seeds; ResNet34 and CAM++ 2 seeds);
+2. cached vs online KD (k = 4, 8, 32, C-1) with wall time per epoch;
+3. 25 / 50 / 100 % of the training speakers at the same number of utterances;
+4. views per utterance E = 1, 2, 4, 8;
+5. teacher confidence (cache statistics; a less-trained teacher; T = 4);
+6. costs: a dump plus N cached students against N online students, and the same projected
+   to a paper-sized teacher (WavLM Large + ECAPA) timed against a student step here.
+
+Resumable: a finished run (``RESULTS/runs/<run>/result.json``) is skipped, an interrupted
+one continued with ``--resume``; the result files are small and may be committed, and
+``--report-only`` rewrites the report from them (a later session can finish a partial run).
+Nothing depends on the synthetic corpus: ``--data ROOT`` runs on any prepared data root;
+without it the synthetic corpus is generated first. The last line printed is a JSON summary.
+
+\b
+Examples:
+    python scripts/results.py --out results_out                # what `make results` runs
+    python scripts/results.py --plan                           # runs and estimated minutes
+    python scripts/results.py --data data/vox --out vox_results --results docs/results-vox
+    python scripts/results.py --report-only                    # RESULTS.md from results
+    python scripts/results.py --quick --out /tmp/q     # tiny sizes; results in /tmp/q
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from experiments.paths import DOCS, ROOT
+from experiments.recipes import LOSSES, RECIPES
+from experiments.report import write_report
+from experiments.results.experiment import Experiment, record_session
+from experiments.results.plan import COST, OTHER_LOSSES, SHORT, SIZES, XV_LOSSES, Options, Plan
+from experiments.runs import Layout, Run, todo
+from experiments.scheduler import Scheduler
+
+log = logging.getLogger("experiments")
+
+
+def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
+    """Runs per section, estimated minutes left (students on ``lanes`` lanes) and what is
+    done. Once runs of a kind have finished, the estimates of that kind are scaled by their
+    measured / estimated wall time (shown as the calibration)."""
+    runs = plan.runs
+    measured: dict[str, list[float]] = {}
+    for r in runs:
+        res = layout.result(r.name)
+        if res is not None and r.est_s > 0:
+            m = measured.setdefault(r.kind, [0.0, 0.0])
+            m[0] += res["wall_s"]
+            m[1] += r.est_s
+    scale = {k: w / e for k, (w, e) in measured.items()}
+    sections: dict[int, list[Run]] = {}
+    for r in runs:
+        sections.setdefault(r.meta["section"][0], []).append(r)
+    total = 0.0
+    click.echo(f"{'section':<9}{'runs':>5}{'done':>6}{'left':>6}{'est. min left':>15}")
+    for sec in sorted(sections):
+        rs = sections[sec]
+        left = [r for r in rs if layout.result(r.name) is None and not r.missing]
+        done = sum(layout.result(r.name) is not None for r in rs)
+        est = sum(r.est_s * scale.get(r.kind, 1.0) / (lanes if r.kind == "student" else 1)
+                  for r in left) / 60
+        total += est
+        click.echo(f"{sec:<9}{len(rs):>5}{done:>6}{len(left):>6}{est:>15.1f}")
+    models = sum(r.kind in ("teacher", "student") and layout.result(r.name) is None
+                 and not r.missing for r in runs)
+    fbank = COST["eval_passes"] * plan.test_seconds * COST["eval_fbank"] / 60 if models else 0
+    click.echo(f"{'test fbank':<27}{fbank:>15.1f}   ({plan.test_seconds / 60:.0f} min of test "
+               f"audio, ~{COST['eval_passes']} evaluation passes)")
+    click.echo(f"{'total':<27}{total + fbank:>15.1f}   (2-core reference costs: COST in "
+               "experiments/results/plan.py" + (", calibrated by finished runs: " + ", ".join(
+                   f"{k} x{v:.2f}" for k, v in scale.items()) if scale else "") + ")")
+    for r in runs:
+        if r.missing:
+            click.echo(f"cannot run {r.name}: {r.missing}")
+
+
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results_out"),
+              show_default=True, help="Working folder: corpus, checkpoints, caches, logs.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=None,
+              help="Kept results: runs/<run>/result.json, plots/, sessions.json "
+              "[default: docs/results; with --quick: OUT/results].")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="The Markdown report written from the results "
+              "[default: docs/RESULTS.md; with --quick: OUT/RESULTS.md].")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Prepared data root (train/, test/, musan/, rirs/); "
+              "default: generate the synthetic corpus into OUT.")
+@click.option("--quick", is_flag=True, help="Tiny sizes (minutes): a smoke run of every section.")
+@click.option("--lanes", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Students trained at once (one thread each); teachers and dumps use all.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print the runs per section with estimated minutes, run nothing.")
+@click.option("--report-only", is_flag=True, help="Rewrite the report from the kept results.")
+def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | None, quick: bool, lanes: int,
+         plan_only: bool, report_only: bool) -> None:
+    """Run the experiments (resuming), then write the report and print the JSON summary."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s experiments: %(message)s",
+                        datefmt="%H:%M:%S")
+    size = SIZES["quick" if quick else "full"]
+    # a smoke run never writes over the kept results of the real one
+    results_dir = results_dir or (out / "results" if quick else DOCS / "results")
+    report = report or (out / "RESULTS.md" if quick else DOCS / "RESULTS.md")
+    plan = Plan(size, data.resolve() if data else None, out.resolve(), Options())
+    runs = plan.build()
+    layout = Layout(out.resolve(), results_dir.resolve())
+    settings = {"size": "quick" if quick else "full", **asdict(size),
+                "data": str(data) if data else "synthetic (speaker.toy)", "lanes": lanes,
+                "students": {a: asdict(r) for a, r in RECIPES.items()}, "losses": LOSSES,
+                "xv_losses": XV_LOSSES, "other_losses": OTHER_LOSSES, "short": SHORT}
+    if plan_only:
+        print_plan(plan, layout, lanes)
+        return
+    failed: list[str] = []
+    if not report_only:
+        exp = Experiment(plan, layout, lanes)
+        sched = Scheduler(layout, lanes, exp.finish, exp.evaluate, exp.resolve, cwd=ROOT)
+        started = sched.clock.now()  # the session's time, less any time it was stopped
+
+        def stop(signum: int, frame: object) -> None:
+            log.info("stopped by signal %d: rerun the same command to resume", signum)
+            sched.stop()
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            failed = sched.run_all(todo(runs, layout))
+        except KeyboardInterrupt:
+            sched.stop()
+            raise
+        finally:
+            record_session(layout.results, sched.clock.now() - started)
+    summary = write_report(runs, layout, settings, report)
+    if failed:
+        click.echo(f"error: runs failed or not run: {', '.join(failed)} (logs under "
+                   f"{layout.out / 'runs'}); rerun to resume", err=True)
+    click.echo(json.dumps(summary))
+    if failed:
+        sys.exit(1)
+
+
