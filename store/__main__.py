@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from store.atomic import atomic_path
 from store.cli import run, setup_logging
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader, format_ranges
@@ -315,15 +315,11 @@ def plot_stats(stats: dict[str, Any], path: Path) -> None:
     right.set_ylim(0, 1)
     right.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except OSError as exc:  # a full or read-only disk: one line, the old plot stays
-        raise StoreError(f"cannot write plot {path}: {exc.strerror or exc}") from None
+        with atomic_path(path) as tmp:  # a full or read-only disk: one line, old plot stays
+            fig.savefig(tmp, dpi=120)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 @cli.command()

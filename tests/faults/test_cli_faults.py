@@ -303,7 +303,7 @@ def test_full_disk_in_store_stats_plot_keeps_the_previous_plot(
     before = snapshot(plot.parent)
     fail_writes_under(monkeypatch, plot.parent)
     result = run_main(store_cli.main, ["stats", path, "--plot", plot])
-    assert_one_error(result, f"cannot write plot {plot}", "No space left on device")
+    assert_one_error(result, f"cannot write {plot}", "No space left on device")
     assert snapshot(plot.parent) == before and not leftovers(plot.parent)
 
 
