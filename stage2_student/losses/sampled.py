@@ -51,6 +51,10 @@ def sampled_kl_rows(log_p: Tensor, head_index: Tensor, head_q: Tensor, tail_inde
     ...                 torch.tensor([[0.25, 0.25]]), log_p[:, 1:])  # q = p: KL 0
     tensor([0.])
     """
+    for name, x, like in (("head_q", head_q, head_index), ("tail_weight", tail_weight, tail_index),
+                          ("tail_logq", tail_logq, tail_index)):
+        if x.shape != like.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(like.shape)}")
     head = (torch.xlogy(head_q, head_q) - head_q * log_p.gather(1, head_index)).sum(dim=1)
     drawn = log_p.gather(1, tail_index.clamp(min=0))
     tail = torch.where(tail_weight > 0, tail_weight * (tail_logq - drawn), 0.0).sum(dim=1)
