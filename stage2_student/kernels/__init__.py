@@ -2,6 +2,7 @@
 
 ``buckets``: a cache row -> the teacher's full / binary / non-target bucket probabilities at
 T and k'. ``groups``: those buckets regrouped for TRKD (triage) and dual-group KD.
+``sampled``: the sampled tail's drawn classes -> their weights and teacher log-probabilities.
 ``rows``: what the kernels share, the thread dispatch among it.
 """
 
@@ -12,6 +13,7 @@ from stage2_student.kernels.groups import (
     dual_group_probs,
     triage_probs,
 )
+from stage2_student.kernels.sampled import SampledTail, sampled_tail_probs
 
 __all__ = ["TeacherBuckets", "teacher_probs", "TriageBuckets", "triage_probs", "DualGroupBuckets",
-           "dual_group_probs"]
+           "dual_group_probs", "SampledTail", "sampled_tail_probs"]

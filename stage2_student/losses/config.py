@@ -8,6 +8,12 @@ the target (the kernel applies it to the cached target; online, ``LogitMargin.ap
 ``"cosine"`` gives ``scale * cos`` without margin on both sides. NCKD does not depend on
 the choice (the target is not among the non-targets); TCKD and KD do.
 
+How the non-target classes outside the cache's top-k enter is ``DistillConfig.tail``:
+``"exact-bucket"`` (the default) as one bucket with their exact mass; ``"sampled"`` each
+through the cache's sampled tail, an unbiased estimate of the full-logit loss (KD and DKD's
+NCKD only; see ``losses.sampled`` and docs/sampled_tail.md). Online mode always uses all C
+classes, the sampled estimate's expectation.
+
 The CE term with the AAM margin is the trainer's head's job; the losses return only the
 distillation part.
 
@@ -34,13 +40,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stage2_student.kernels import TeacherBuckets
+from stage2_student.kernels import SampledTail, TeacherBuckets
 from stage2_student.losses.buckets import on_device
-from stage2_student.losses.registry import LossOptions, register_loss, registered_loss
+from stage2_student.losses.registry import (
+    LossOptions,
+    loss_names,
+    register_loss,
+    registered_loss,
+)
 
-__all__ = ["KdLogits", "DistillConfig", "DistillBatch", "distill_loss", "cached_inputs"]
+__all__ = ["KdLogits", "TailMode", "DistillConfig", "DistillBatch", "distill_loss",
+           "cached_inputs"]
 
 KdLogits = Literal["cosine", "margin"]
+TailMode = Literal["exact-bucket", "sampled"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ class DistillConfig:
     warmup_epochs: the KD term's weight ramps linearly 0 -> 1 over this many epochs.
     kd_logits: ``"margin"`` (both sides with their head's margin on the target, as the
         paper's code) or ``"cosine"`` (``scale * cos`` on both sides); see the module doc.
+    tail: ``"exact-bucket"`` or ``"sampled"`` (the cache's sampled tail, for losses
+        registered with a sampled version); see the module doc.
 
     >>> DistillConfig(loss="dkd", warmup_epochs=4).weight(1.0)
     0.25
@@ -66,6 +81,7 @@ class DistillConfig:
     warmup_epochs: float = 0.0
     kd_logits: KdLogits = "margin"
     options: LossOptions | None = None  # the loss's own options (see loss_options)
+    tail: TailMode = "exact-bucket"
 
     def __post_init__(self) -> None:
         registered_loss(self.loss)  # refuses an unknown name
@@ -73,6 +89,13 @@ class DistillConfig:
         if self.kd_logits not in get_args(KdLogits):
             raise ValueError(f"kd_logits must be one of {', '.join(get_args(KdLogits))}, "
                              f"got {self.kd_logits!r}")
+        if self.tail not in get_args(TailMode):
+            raise ValueError(f"tail must be one of {', '.join(get_args(TailMode))}, "
+                             f"got {self.tail!r}")
+        if self.tail == "sampled" and registered_loss(self.loss).sampled is None:
+            sampled = [name for name in loss_names() if registered_loss(name).sampled]
+            raise ValueError(f"loss {self.loss!r} has no sampled-tail version (tail "
+                             f"'sampled' applies to {', '.join(sampled)})")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.alpha < 0 or self.beta < 0:
@@ -118,7 +141,10 @@ class DistillBatch:
     ``student_logits`` and the teacher's side follow the config's ``kd_logits``. Cached mode
     sets ``topk_index`` (the cache's [B, k] or [B, k'], any int dtype, numpy or torch) and
     ``teacher`` (``kernels.TeacherBuckets`` at the config's temperature and k'); online mode
-    sets ``teacher_logits`` [B, C]. ``emb`` needs both embeddings.
+    sets ``teacher_logits`` [B, C]. ``emb`` needs both embeddings. With
+    ``DistillConfig.tail = "sampled"`` cached mode also sets ``tail_index`` ([B, M] drawn
+    classes) and ``sampled`` (``kernels.sampled_tail_probs`` of them), with ``teacher`` at
+    k' = k.
     Numpy inputs are moved to the student's device.
     """
 
@@ -129,6 +155,8 @@ class DistillBatch:
     teacher_logits: Tensor | None = None
     student_emb: Tensor | None = None
     teacher_emb: Tensor | np.ndarray | None = None
+    tail_index: Tensor | np.ndarray | None = None
+    sampled: SampledTail | None = None  # its fields may be numpy arrays or tensors
     epoch: float = 0.0  # fractional epoch of this step, set by distill_loss (TRKD's tau)
     stats: dict[str, float] = field(default_factory=dict)  # per-batch numbers a loss reports
 
@@ -136,12 +164,16 @@ class DistillBatch:
 def distill_loss(config: DistillConfig, batch: DistillBatch, epoch: float) -> Tensor:
     """The weighted distillation term ``config.weight(epoch) * loss`` for one batch.
 
-    Online mode when ``batch.teacher_logits`` is set, cached mode otherwise. Add it to the
-    CE (AAM) loss; for ``loss="ce"`` it is a zero scalar.
+    Online mode when ``batch.teacher_logits`` is set, cached mode otherwise (the sampled
+    tail's version under ``config.tail = "sampled"``). Add it to the CE (AAM) loss; for
+    ``loss="ce"`` it is a zero scalar.
     """
     loss = registered_loss(config.loss)
     batch.epoch = epoch
-    term = loss.online if batch.teacher_logits is not None else loss.cached
+    if batch.teacher_logits is not None:
+        term = loss.online
+    else:
+        term = loss.sampled if config.tail == "sampled" else loss.cached
     return config.weight(epoch) * term(config, batch)
 
 

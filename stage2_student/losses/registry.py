@@ -12,7 +12,7 @@ with the loss) instead of ``DistillConfig`` growing a field per method.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from torch import Tensor
@@ -20,8 +20,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from stage2_student.losses.config import DistillBatch, DistillConfig
 
-__all__ = ["LossOptions", "option", "RegisteredLoss", "register_loss", "registered_loss",
-           "loss_names", "loss_options", "loss_option_classes"]
+__all__ = ["LossOptions", "option", "RegisteredLoss", "register_loss", "register_sampled",
+           "registered_loss", "loss_names", "loss_options", "loss_option_classes"]
 
 LossFn = Callable[["DistillConfig", "DistillBatch"], Tensor]
 
@@ -51,6 +51,8 @@ class RegisteredLoss:
     uses_teacher_buckets: the loss compares the student's logits with the teacher's, so
         from the cache it needs the teacher buckets (the loader computes them) and the
         student head's logit scale must be the teacher's.
+    sampled: the cached function under ``DistillConfig.tail = "sampled"`` (exact head plus
+        the unbiased sampled tail; see ``losses.sampled``); None for a loss without one.
     """
 
     name: str
@@ -58,6 +60,7 @@ class RegisteredLoss:
     online: LossFn
     options: type[LossOptions] | None = None
     uses_teacher_buckets: bool = True
+    sampled: LossFn | None = None
 
 
 _LOSSES: dict[str, RegisteredLoss] = {}
@@ -68,6 +71,11 @@ def register_loss(name: str, cached: LossFn, online: LossFn, *,
                   uses_teacher_buckets: bool = True) -> None:
     """Add a loss to the registry (``loss_names`` lists them in the order added)."""
     _LOSSES[name] = RegisteredLoss(name, cached, online, options, uses_teacher_buckets)
+
+
+def register_sampled(name: str, sampled: LossFn) -> None:
+    """Give the registered loss ``name`` its sampled-tail cached function."""
+    _LOSSES[name] = replace(registered_loss(name), sampled=sampled)
 
 
 def registered_loss(name: str) -> RegisteredLoss:
