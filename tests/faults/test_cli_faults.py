@@ -249,7 +249,7 @@ def toy_args(out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("where", ["audio", "swap"])
 def test_full_disk_in_speaker_toy_keeps_the_previous_corpus(
         tmp_path: Path, run_cli, monkeypatch, where: str):
-    from speaker import toy
+    from speaker.toy import __main__ as toy
 
     out = tmp_path / "toy"
     generate(ToyConfig(**{**TINY_TOY, "seed": 1}), out)
