@@ -12,3 +12,5 @@
 
 It stands on :mod:`store` (errors, atomic writes, the CLI contract) and never imports a stage.
 """
+
+import store  # noqa: F401, E402  (first: its Ctrl-C handling covers the imports that follow)

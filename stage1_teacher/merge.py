@@ -50,9 +50,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from store import RowBlock, StoreReader, StoreSpec, StoreWriter, TeacherInfo
+from store import FORMAT_VERSION, RowBlock, StoreReader, StoreSpec, StoreWriter, TeacherInfo
 from store.cli import run, setup_logging
 from store.errors import UserError
+from store.lock import StoreLock
 
 log = logging.getLogger("stage1_teacher.merge")
 
@@ -146,6 +147,7 @@ def merge_rows(blocks: Sequence[RowBlock], num_classes: int, temperatures: Seque
         topk_logit=topk_logit.astype(np.float16),
         tail_lse=tail_lse.astype(np.float32),
         crop_checksum=first.crop_checksum, features=first.features,  # the same views
+        features_checksum=first.features_checksum,
     )
 
 
@@ -173,13 +175,18 @@ def ensemble_teacher(specs: Sequence[StoreSpec]) -> TeacherInfo:
 
 
 def merge(paths: Sequence[Path], out: Path, k: int | None = None) -> StoreSpec:
-    """Write the ensemble cache of ``paths`` to ``out`` (via a temporary directory renamed
-    at the end, so a failed merge leaves nothing at ``out``)."""
+    """Write the ensemble cache of ``paths`` to ``out`` (via a staging directory renamed at
+    the end, so a failed merge leaves nothing at ``out`` and removes its staging; the
+    staging of a killed merge is removed by the next one, which holds ``out``'s lock)."""
     if len(paths) < 2:
         raise UserError("give at least two caches to merge")
     if out.exists():
         raise UserError(f"{out} exists; choose another --out")
     readers = [StoreReader.open(p) for p in paths]
+    for reader, path in zip(readers, paths, strict=True):
+        if not reader.spec.has_crop_checksum:
+            raise UserError(f"{path} is a format-1 cache without crop checksums; dump it "
+                            "again before merging")
     specs = [r.spec for r in readers]
     check_same_views(specs, paths)
     k_max = min(s.k for s in specs)
@@ -189,34 +196,42 @@ def merge(paths: Sequence[Path], out: Path, k: int | None = None) -> StoreSpec:
     first = specs[0]
     spec = dataclasses.replace(
         first, k=k, embedding_dim=0, teacher=ensemble_teacher(specs),
+        format_version=FORMAT_VERSION,
         extra={**first.extra, "ensemble": {
             "members": [str(p) for p in paths],
             "teachers": [s.teacher.to_dict() for s in specs],
             "probabilities_at_temperature": 1.0, "approximation": "top-k (merge.py)"}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with StoreLock.acquire(out):
+        _write_merged(readers, paths, spec, out)
+    return spec
+
+
+def _write_merged(readers: Sequence[StoreReader], paths: Sequence[Path], spec: StoreSpec,
+                  out: Path) -> None:
     tmp = out.with_name(f".{out.name}.tmp-merge")
     if tmp.exists():
-        raise UserError(f"{tmp} exists (an interrupted merge?); delete it and merge again")
-    writer = StoreWriter.create(tmp, spec)
+        log.info("removing %s, left by a merge that was killed", tmp)
+        shutil.rmtree(tmp)
+    first = readers[0].spec
     try:
+        writer = StoreWriter.create(tmp, spec)
         for shard in range(spec.num_shards):
             start, stop = spec.shard_range(shard)
             blocks = [r.read(start, stop, features=i == 0 and first.features is not None)
                       for i, r in enumerate(readers)]
-            if blocks[0].crop_checksum is None:
-                raise UserError(f"{paths[0]} is a format-1 cache without crop checksums; "
-                                "dump it again before merging")
             for block, path in zip(blocks[1:], paths[1:], strict=True):
                 for name in ("utt", "start", "seed", "label", "crop_checksum"):
                     if not np.array_equal(getattr(block, name), getattr(blocks[0], name)):
                         raise UserError(f"{path}: rows {start}..{stop - 1} are other views than "
                                         f"{paths[0]}'s ({name} differs); merge only caches of "
                                         "the same views")
-            writer.write_shard(shard, merge_rows(blocks, spec.num_classes, spec.temperatures, k))
+            writer.write_shard(shard, merge_rows(blocks, spec.num_classes, spec.temperatures,
+                                                 spec.k))
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return spec
 
 
 @click.command(context_settings={"show_default": True})

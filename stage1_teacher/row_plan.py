@@ -45,19 +45,36 @@ log = logging.getLogger("stage1_teacher.dump")
 
 
 class StoredViews(ViewRows):
-    """The rows of an existing cache: row ``r`` is its ``(utt[r], start[r], seed[r])``."""
+    """The rows of an existing cache: row ``r`` is its ``(utt[r], start[r], seed[r])``.
 
-    def __init__(self, render: ViewRenderer, utt: np.ndarray, start: np.ndarray,
-                 seed: np.ndarray, store_features: bool = False):
+    Each re-rendered crop's checksum is compared with the old row's ``crop_checksum`` (when
+    the old cache has them, format version >= 2), so audio changed under the same ids is
+    refused naming the utterance instead of relabelled as if it were the old views.
+    """
+
+    def __init__(self, old: OldViews, render: ViewRenderer, store_features: bool = False):
         self.render = render
-        self.utt, self.start, self.seed = utt, start, seed
+        self.old = old
         self.store_features = store_features
 
     def __len__(self) -> int:
-        return len(self.utt)
+        return len(self.old.utt)
 
     def view(self, row: int) -> tuple[int, int, int]:
-        return int(self.utt[row]), int(self.start[row]), int(self.seed[row])
+        return int(self.old.utt[row]), int(self.old.start[row]), int(self.old.seed[row])
+
+    def __getitem__(self, row: int) -> dict[str, object]:
+        item = super().__getitem__(row)
+        checksums = self.old.crop_checksum
+        if checksums is not None and item["crop_checksum"] != checksums[row]:
+            u = self.render.manifest[int(item["utt"])]
+            raise UserError(
+                f"--views-from {self.old.path}: the audio of utterance {u.id!r} ({u.path}) is "
+                f"not the audio that cache was dumped from (crop at sample {item['start']}: "
+                f"checksum {item['crop_checksum']}, cache says {int(checksums[row])}); restore "
+                f"the corpus, or dump fresh views without --views-from"
+            )
+        return item
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class OldViews:
     utt: np.ndarray
     start: np.ndarray
     seed: np.ndarray
+    crop_checksum: np.ndarray | None  # None: a version-1 cache records none
 
     @classmethod
     def read(cls, path: Path, manifest: Manifest) -> OldViews:
@@ -76,14 +94,19 @@ class OldViews:
         if reader.missing_shards():
             raise UserError(f"--views-from {path}: the cache is incomplete (shards "
                             f"{reader.missing_shards()[:5]} missing); finish it with --resume")
-        utt, start, seed = [], [], []
+        names = ("utt", "start", "seed", "crop_checksum")
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for begin in range(0, len(reader), reader.spec.shard_rows):
             block = reader.read(begin, min(begin + reader.spec.shard_rows, len(reader)))
-            utt.append(block.utt)
-            start.append(block.start)
-            seed.append(block.seed)
-        return cls(path, reader.spec, np.concatenate(utt), np.concatenate(start),
-                   np.concatenate(seed))
+            for name in names:
+                parts[name].append(getattr(block, name))
+        if not reader.spec.has_crop_checksum:
+            log.warning("--views-from %s is a version-1 cache: it records no crop checksums, "
+                        "so the audio cannot be checked to be the one its views were cut from",
+                        path)
+        columns = {name: None if parts[name][0] is None else np.concatenate(parts[name])
+                   for name in names}
+        return cls(path, reader.spec, **columns)
 
     def config(self, config: DumpConfig) -> DumpConfig:
         """``config`` with every view-defining setting replaced by the old cache's."""
@@ -107,8 +130,7 @@ class RowPlan:
 
     def rows(self, render: ViewRenderer) -> ViewRows:
         if self.old is not None:
-            return StoredViews(render, self.old.utt, self.old.start, self.old.seed,
-                               self.config.store_features)
+            return StoredViews(self.old, render, self.config.store_features)
         return ViewRows(render, self.config.views_per_utt, self.config.seed, self.mapping.utts,
                         self.config.store_features)
 

@@ -15,7 +15,11 @@ recorded (format version 2), so audio that changed under the same ids is refused
 the utterance, instead of trained on with another crop's soft labels. A cache dumped with
 ``--store-features`` is read instead of replayed (the same rows and batches; inputs
 rounded to float16); it reads no training audio at all, so its inputs are the ones the
-teacher saw whatever happened to the corpus since.
+teacher saw whatever happened to the corpus since, and each row's features are checked
+against the row's ``features_checksum`` (format version 3), so features that are not the
+row's own (a shard copied from another dump) are refused. Every chunk the run will read is
+checked when the views are built (:meth:`~store.reader.StoreReader.check_data`), before the
+first step.
 
 Example::
 
@@ -27,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,10 +120,19 @@ class CachedViews(IterableDataset):
         self.reader, self.k_prime, self.t_index = open_cache(request, render.manifest)
         self.spec = self.reader.spec
         self.use_features = self._choose_features(features)
+        # Every array this run reads, checked before its first step (not found mid-epoch).
+        started = time.perf_counter()
+        rows = self.reader.check_data(features=self.use_features)
+        log.info("%s: %d rows pass their checksums and invariants%s (%.1f s)", request.path,
+                 rows, ", stored features included" if self.use_features else "",
+                 time.perf_counter() - started)
         if not self.use_features and not self.spec.has_crop_checksum:
             log.warning("%s is a version-1 cache: it records no crop checksums, so replayed "
                         "audio cannot be checked against the audio it was dumped from",
                         request.path)
+        if self.use_features and not self.spec.has_features_checksum:
+            log.warning("%s is a version-2 cache: it records no features checksums, so its "
+                        "stored features cannot be checked to be their rows' own", request.path)
         if buckets:
             # Compile (or load from Numba's disk cache) the kernel here, once: DataLoader
             # workers are forked anew every epoch and would each pay ~0.2 s for it.

@@ -10,17 +10,12 @@ Example::
     block = reader.read(0, 1024)           # RowBlock of numpy arrays
 """
 
+# First: Ctrl-C during the seconds of imports that follow is one line, not a traceback.
+from store import _signals  # noqa: F401  (installs its handlers on import)
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader
-from store.schema import (
-    FORMAT_VERSION,
-    READABLE_VERSIONS,
-    FeatureInfo,
-    RowBlock,
-    StoreSpec,
-    TeacherInfo,
-    check_block,
-)
+from store.rows import RowBlock, check_block
+from store.schema import FORMAT_VERSION, READABLE_VERSIONS, FeatureInfo, StoreSpec, TeacherInfo
 from store.writer import StoreWriter
 
 __all__ = [

@@ -19,7 +19,7 @@ from store.atomic import atomic_path
 from store.cli import run, setup_logging
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader, format_ranges
-from store.schema import check_block
+from store.rows import check_block
 from store.writer import StoreWriter
 
 log = logging.getLogger("store")
@@ -349,6 +349,8 @@ def stats(
 ) -> None:
     """Teacher target-probability histogram and non-target mass kept by top-k'.
 
+    Of an incomplete store, the written shards only (a warning says so).
+
     \b
     Example:
       python -m store stats logits.zarr --plot stats.png
@@ -356,6 +358,13 @@ def stats(
     reader = StoreReader.open(path, allow_incomplete=True)
     temperature = reader.spec.temperatures[0] if temperature is None else temperature
     result = teacher_stats(reader, temperature, max_rows)
+    missing = reader.missing_shards()
+    result["shards"], result["complete_shards"] = reader.spec.num_shards, \
+        reader.spec.num_shards - len(missing)
+    if missing:
+        click.echo(f"warning: {path} is incomplete: {len(missing)} of {reader.spec.num_shards} "
+                   f"shards are not written (shards {format_ranges(missing)}); these "
+                   f"statistics cover the written shards only", err=True)
     if plot_path is not None:
         if not plot_path.parent.is_dir():
             raise StoreError(f"cannot write plot {plot_path}: {plot_path.parent} does not exist")

@@ -66,10 +66,22 @@ def open_group(
 
 
 def gather(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Run coroutines concurrently on zarr's loop; failures come back as exceptions."""
+    """Run coroutines concurrently on zarr's loop; failures come back as exceptions.
+
+    Returns only once every task they started has ended: zarr fans a read out into tasks
+    of its own and, when one fails (a bad checksum), leaves the others running; a process
+    that exited right then would log "Task was destroyed but it is pending!" for each.
+    """
 
     async def run() -> list[Any]:
-        return await asyncio.gather(*coroutines, return_exceptions=True)
+        before = asyncio.all_tasks()
+        try:
+            return await asyncio.gather(*coroutines, return_exceptions=True)
+        finally:
+            # Tasks of other callers on the loop may be awaited too: harmless, they end.
+            while left := {t for t in asyncio.all_tasks() - before
+                           if t is not asyncio.current_task() and not t.done()}:
+                await asyncio.gather(*left, return_exceptions=True)
 
     return sync(run())
 

@@ -12,7 +12,8 @@ It lives in ``store``, the bottom layer, so every command above it shares it.
   same way: one line saying what stopped the run and, for a command with ``--resume``,
   how to continue it; exit 130 / 143. Both arrive as ``KeyboardInterrupt`` in the main
   thread, so the code they interrupt unwinds exactly as for Ctrl-C (background writers
-  finish their shard, temporary files are removed);
+  finish their shard, temporary files are removed). Before the command runs (its imports)
+  and after it, :mod:`store._signals` answers them with one line as well;
 * ``-h`` works as ``--help``.
 
 Example::
@@ -22,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -31,6 +33,7 @@ from typing import Any
 
 import click
 
+from store import _signals
 from store.errors import StoreError, UserError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -65,7 +68,9 @@ def run(command: click.Command, errors: tuple[type[BaseException], ...] = ()) ->
     mean bad input (their message is the one line)."""
     handled = (StoreError, UserError, *errors)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    if in_main_thread:
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
     try:
         command.main(standalone_mode=False, **CONTEXT_SETTINGS)
     except handled as exc:
@@ -87,12 +92,39 @@ def run(command: click.Command, errors: tuple[type[BaseException], ...] = ()) ->
         sys.exit(exc.exit_code)
     except OSError as exc:
         # A disk that is full, read-only or not ours: not a bug, and no traceback helps.
-        where = f" ({exc.filename})" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        click.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(2)
     finally:
-        if in_main_thread:  # None: the handler was not set from Python (the default)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if in_main_thread:
+            # A `python -m` entry point gets _signals' handlers back: a signal from here on
+            # is one line, not a silent -15 or a traceback at exit.
+            _signals.phase["now"] = "exiting"
+            for signum, handler in previous.items():  # None: not set from Python (default)
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+#: What to do about the file-system errors a user can fix, by errno.
+_OS_ADVICE = {
+    errno.ENOSPC: "free space on that disk, or choose an --out on another one, then rerun "
+                  "(with --resume where the command has it)",
+    errno.EDQUOT: "free space within your quota, or choose an --out elsewhere, then rerun",
+    errno.EACCES: "choose a location you can write (--out), or fix its permissions",
+    errno.EPERM: "choose a location you can write (--out), or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable --out",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """The ``error:`` line (without the prefix) for a failing file system: what happened,
+    where, and what to do.
+
+    >>> os_error_line(OSError(28, "No space left on device", "/x/logits.zarr"))
+    'No space left on device (/x/logits.zarr): free space on that disk, or choose an --out on \
+another one, then rerun (with --resume where the command has it)'
+    """
+    where = f" ({exc.filename})" if exc.filename else ""
+    advice = _OS_ADVICE.get(exc.errno or 0, "check the path and the disk, then rerun")
+    return f"{exc.strerror or exc}{where}: {advice}"
 
 
 def parse_options(pairs: tuple[str, ...], what: str = "--arch-opt") -> dict[str, Any]:

@@ -95,3 +95,23 @@ def _holder(fd: int) -> str:
         return f"pid {int(info['pid'])} on {info['host']}"
     except (ValueError, KeyError, TypeError):
         return "unknown pid"
+
+
+def current_writer(store: str | os.PathLike[str]) -> str | None:
+    """``"pid 123 on host"`` while a process holds the lock of ``store``, else None (no
+    lock file, or one left by a process that ended). Takes nothing: a shared, non-blocking
+    probe released at once."""
+    try:
+        fd = os.open(lock_path(store), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+

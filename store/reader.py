@@ -24,18 +24,20 @@ from typing import Any
 import numpy as np
 import zarr
 
-from store._zarr import PathLike, absent_keys, gather, location, member, open_group, shard_key
-from store.errors import CorruptShardError, StoreError
-from store.schema import (
-    COMPLETE_ARRAY,
-    MANIFEST_ARRAY,
-    RowBlock,
-    StoreSpec,
-    check_block,
-    check_format,
-    decode_ids,
-    missing_arrays,
+from store._zarr import (
+    PathLike,
+    absent_keys,
+    gather,
+    local_path,
+    location,
+    member,
+    open_group,
+    shard_key,
 )
+from store.errors import CorruptShardError, StoreError
+from store.lock import current_writer
+from store.rows import RowBlock, check_block, missing_arrays
+from store.schema import COMPLETE_ARRAY, MANIFEST_ARRAY, StoreSpec, check_format, decode_ids
 
 # Chunks fetched concurrently by read() and take(): enough to hide per-request latency,
 # few enough to keep memory at a few chunks beyond the result.
@@ -66,6 +68,17 @@ def read_flags(group: zarr.Group, where: str) -> np.ndarray:
             f"{where}: the {COMPLETE_ARRAY} flags are corrupt ({exc}); delete "
             f"{COMPLETE_ARRAY}/c/ and resume the dump to rewrite every shard"
         ) from exc
+
+
+def incomplete_advice(where: str) -> str:
+    """What to do about unwritten shards: wait for the process that holds the store's lock
+    (a dump still running), or finish the dump."""
+    local = local_path(where)
+    writer = current_writer(local) if local is not None else None
+    if writer is not None:
+        return f"another process ({writer}) is still writing it: wait for it to finish"
+    return (f"finish the dump with --resume (`python -m store verify --allow-incomplete "
+            f"{where}` checks the shards written so far)")
 
 
 def _check_seed(name: str, value: int) -> int:
@@ -163,8 +176,7 @@ class StoreReader:
         if len(missing) and not allow_incomplete:
             raise StoreError(
                 f"{where} is incomplete: {len(missing)} of {spec.num_shards} shards are not "
-                f"written (shards {format_ranges(missing.tolist())}); finish the dump with "
-                f"--resume, or open it allowing incomplete stores"
+                f"written (shards {format_ranges(missing.tolist())}); {incomplete_advice(where)}"
             )
         options = {
             "manifest_hash": manifest_hash,
@@ -284,7 +296,7 @@ class StoreReader:
                 start, stop = spec.chunk_range(chunk)
                 raise StoreError(
                     f"rows {start}..{stop - 1} of {self.path} are in shard {shard}, which is "
-                    f"not written yet; finish the dump with --resume"
+                    f"not written yet; {incomplete_advice(self.path)}"
                 )
         ranges = [spec.chunk_range(c) for c in chunks]
         results = iter(
@@ -353,6 +365,19 @@ class StoreReader:
                     f"edited: `python -m store verify {self.path}` lists every problem"
                 )
         return block
+
+    def check_data(self, *, features: bool = False) -> int:
+        """Read every chunk of every complete shard, as :meth:`read` would, and return the
+        number of rows checked: checksums, missing data and row invariants (with
+        ``features``, also that the stored features are the rows' own). A run calls it when
+        it opens the cache, so damage is refused before its first step, not mid-epoch."""
+        chunks = [c for c in range(self.spec.num_chunks)
+                  if self._complete[self.spec.shard_of_chunk(c)]]
+        rows = 0
+        for i in range(0, len(chunks), _BATCH_CHUNKS):
+            rows += sum(map(len, self.read_chunks(chunks[i:i + _BATCH_CHUNKS],
+                                                  features=features)))
+        return rows
 
     def read_chunk_unchecked(self, chunk: int) -> RowBlock:
         """One chunk with every array (stored features included), checksums and missing

@@ -1,9 +1,9 @@
-"""The one place that knows the cache format (see ``store/FORMAT.md``).
+"""The cache format's settings and layout (see ``store/FORMAT.md``).
 
-Everything about the on-disk layout lives here: the format version, the arrays with
-their dtypes, shapes and fill values, how a :class:`StoreSpec` becomes root attributes
-and back, and the invariants every row must satisfy (:func:`check_block`). The writer
-and reader only move bytes; they ask this module what the bytes must look like.
+The format version, the arrays with their dtypes, shapes and fill values, and how a
+:class:`StoreSpec` becomes root attributes and back. What every row must satisfy is
+:mod:`store.rows`. The writer and reader only move bytes; they ask these two modules what
+the bytes must look like.
 
 Example::
 
@@ -29,10 +29,12 @@ from store.errors import StoreError
 
 FORMAT_NAME = "entkd-teacher-cache"
 #: The version this entkd writes. Version 2 added ``crop_checksum``, the optional
-#: ``features`` array, ``spec_sha256`` and the teacher's epoch/labels (FORMAT.md).
-FORMAT_VERSION = 2
-#: Versions this entkd reads (version-1 stores have no crop checksums: replay is unchecked).
-READABLE_VERSIONS = (1, 2)
+#: ``features`` array, ``spec_sha256`` and the teacher's epoch/labels; version 3 the
+#: ``features_checksum`` that binds stored features to their row (FORMAT.md).
+FORMAT_VERSION = 3
+#: Versions this entkd reads (version-1 stores have no crop checksums: replay is unchecked;
+#: version-2 stores have no features checksums: stored features are unchecked).
+READABLE_VERSIONS = (1, 2, 3)
 
 #: Name of the uint8 array with one chunk per shard; 1 = the shard's rows are all written.
 COMPLETE_ARRAY = "shard_complete"
@@ -47,8 +49,6 @@ INT16_CLASSES = int(np.iinfo(np.int16).max)
 #: Root attribute holding the sha256 of the canonical JSON of the ``spec`` block.
 SPEC_CHECKSUM_KEY = "spec_sha256"
 
-# How many offending rows an error message lists before "(+N more)".
-_ROWS_SHOWN = 5
 #: Margin heads a teacher may declare (see TeacherInfo).
 MARGIN_KINDS = ("aam", "am", "none")
 
@@ -361,6 +361,11 @@ class StoreSpec:
         """Version-2 stores record a checksum of each row's raw crop; version 1 did not."""
         return self.format_version >= 2
 
+    @property
+    def has_features_checksum(self) -> bool:
+        """Version-3 stores with stored features bind each row's features to the row."""
+        return self.features is not None and self.format_version >= 3
+
     def array_defs(self) -> tuple[ArrayDef, ...]:
         """The per-row arrays of this store, in canonical order."""
         defs = [
@@ -385,6 +390,8 @@ class StoreSpec:
             defs.append(ArrayDef("features", np.dtype(np.float16),
                                  (self.features.frames, self.features.mel_bins), math.nan,
                                  ("row", "frame", "mel")))
+        if self.has_features_checksum:
+            defs.append(ArrayDef("features_checksum", np.dtype(np.int32), (), -1, ("row",)))
         return tuple(defs)
 
     def bytes_per_row_raw(self) -> int:
@@ -473,7 +480,8 @@ def check_format(
         )
     version = attrs["format_version"]
     if version not in versions:
-        readable = " or ".join(str(v) for v in versions)
+        *most, last = [str(v) for v in versions]
+        readable = f"{', '.join(most)} or {last}" if most else last
         raise StoreError(
             f"{where} has cache format version {version} but this entkd "
             f"{'reads' if len(versions) > 1 else 'writes'} version {readable}; use the entkd "
@@ -500,227 +508,3 @@ def decode_ids(data: np.ndarray, expected: int) -> tuple[str, ...]:
     if len(ids) != expected:
         raise StoreError(f"manifest_ids holds {len(ids)} ids but the spec says {expected}")
     return ids
-
-
-# -- rows ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class RowBlock:
-    """Consecutive or gathered rows of every array, as numpy arrays of equal length.
-
-    The optional arrays are None when absent: ``embedding`` (stores without embeddings),
-    ``crop_checksum`` (version-1 stores), ``features`` (stores without stored features,
-    and every block a reader returns unless asked for features).
-
-    Example::
-
-        block = reader.read(0, 4096)
-        block.topk_logit.shape          # (4096, k), float16
-        block.slice(0, 10), block.take([3, 1]), RowBlock.concat([a, b])
-    """
-
-    utt: np.ndarray
-    start: np.ndarray
-    seed: np.ndarray
-    label: np.ndarray
-    target_logit: np.ndarray
-    topk_index: np.ndarray
-    topk_logit: np.ndarray
-    tail_lse: np.ndarray
-    embedding: np.ndarray | None = None
-    crop_checksum: np.ndarray | None = None
-    features: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Name -> array, without the optional arrays that are absent."""
-        return {f.name: a for f in fields(self) if (a := getattr(self, f.name)) is not None}
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> RowBlock:
-        return cls(**arrays)
-
-    def slice(self, start: int, stop: int) -> RowBlock:
-        return RowBlock.from_arrays({n: a[start:stop] for n, a in self.arrays().items()})
-
-    def take(self, index: np.ndarray | Sequence[int]) -> RowBlock:
-        index = np.asarray(index, dtype=np.int64)
-        return RowBlock.from_arrays({n: a[index] for n, a in self.arrays().items()})
-
-    @classmethod
-    def concat(cls, blocks: Sequence[RowBlock]) -> RowBlock:
-        if not blocks:
-            raise StoreError("RowBlock.concat needs at least one block")
-        names = blocks[0].arrays().keys()
-        return cls.from_arrays({n: np.concatenate([b.arrays()[n] for b in blocks]) for n in names})
-
-
-def _describe_rows(mask: np.ndarray, row_offset: int) -> str:
-    rows = np.flatnonzero(mask)
-    shown = ", ".join(str(int(r) + row_offset) for r in rows[:_ROWS_SHOWN])
-    more = f" (+{len(rows) - _ROWS_SHOWN} more)" if len(rows) > _ROWS_SHOWN else ""
-    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
-
-
-def _out_of_range(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Mask of integer values of ``a`` that ``dtype`` cannot represent."""
-    info = np.iinfo(dtype)
-    if a.dtype.kind == "u":
-        return a > np.uint64(info.max)
-    lo = max(int(info.min), int(np.iinfo(np.int64).min))
-    hi = min(int(info.max), int(np.iinfo(np.int64).max))
-    a = a.astype(np.int64, copy=False)
-    return (a < np.int64(lo)) | (a > np.int64(hi))
-
-
-def _coerce(
-    block: RowBlock, spec: StoreSpec, row_offset: int, features: bool
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Shapes and dtype kinds; returns arrays cast to storage dtypes and shape problems."""
-    problems: list[str] = []
-    arrays = block.arrays()
-    n = len(np.asarray(block.label))
-    defs = {d.name: d for d in spec.array_defs() if features or d.name != "features"}
-    problems += [f"{name} given but the store has no such array (format version "
-                 f"{spec.format_version}, embedding_dim={spec.embedding_dim}, features "
-                 f"{'stored' if spec.features else 'not stored'})"
-                 for name in arrays if name not in defs and (features or name != "features")]
-    out: dict[str, np.ndarray] = {}
-    for name, d in defs.items():
-        if name not in arrays:
-            problems.append(f"{name} missing (the store has this array)")
-            continue
-        a = np.asarray(arrays[name])
-        if a.shape != d.shape(n):
-            problems.append(f"{name} has shape {a.shape}, expected {d.shape(n)}")
-            continue
-        if d.dtype.kind in "iu" and a.dtype.kind not in "iu":
-            problems.append(f"{name} must be integers, got dtype {a.dtype}")
-            continue
-        if d.dtype.kind == "f" and a.dtype.kind not in "fiu":
-            problems.append(f"{name} must be numbers, got dtype {a.dtype}")
-            continue
-        out[name] = a
-    if problems:
-        return {}, problems
-    for name, d in defs.items():
-        a = out[name]
-        if d.dtype.kind in "iu" and not np.can_cast(a.dtype, d.dtype):
-            wide = _out_of_range(a, d.dtype)
-            if wide.any():
-                rows = _describe_rows(wide.reshape(n, -1).any(1), row_offset)
-                problems.append(f"{name} does not fit {d.dtype} at {rows}")
-                continue
-        out[name] = a.astype(d.dtype, copy=False)
-    return out, problems
-
-
-def check_block(
-    block: RowBlock,
-    spec: StoreSpec,
-    row_offset: int = 0,
-    num_utterances: int | None = None,
-    *,
-    features: bool = True,
-) -> tuple[RowBlock | None, list[str]]:
-    """Check every row invariant of FORMAT.md.
-
-    Returns ``(block cast to the storage dtypes or None, problems)``; each problem names
-    the field and the global rows (``row_offset`` + position) at fault. ``features=False``
-    checks a block read without the ``features`` array (and ignores one if present).
-    """
-    out, problems = _coerce(block, spec, row_offset, features)
-    if problems:
-        return None, [f"{p} (block starting at row {row_offset})" for p in problems]
-
-    def bad(mask: np.ndarray, what: str) -> None:
-        if mask.any():
-            problems.append(f"{what} at {_describe_rows(mask, row_offset)}")
-
-    n_utts = len(spec.manifest_ids) if num_utterances is None else num_utterances
-    utt, label = out["utt"], out["label"]
-    bad(utt < 0, "utt is negative")
-    if n_utts:
-        bad(utt >= n_utts, f"utt is not an index into the {n_utts}-utterance manifest")
-    bad(out["start"] < 0, "start is negative")
-    bad(out["seed"] == np.uint64(SEED_FILL), f"seed equals the reserved fill value {SEED_FILL}")
-    if "crop_checksum" in out:
-        bad(out["crop_checksum"] < 0, "crop_checksum is negative (checksums are 31-bit)")
-    bad((label < 0) | (label >= spec.num_classes), f"label outside [0, {spec.num_classes})")
-    bad(~np.isfinite(out["target_logit"]), "target_logit is not finite")
-
-    index = out["topk_index"]
-    bad(
-        ((index < 0) | (index >= spec.num_classes)).any(1),
-        f"topk_index outside [0, {spec.num_classes})",
-    )
-    bad((index == label[:, None]).any(1), "topk_index contains the target label")
-    if spec.k > 1:
-        ordered = np.sort(index, axis=1)
-        bad((ordered[:, 1:] == ordered[:, :-1]).any(1), "topk_index repeats a class")
-
-    logits = out["topk_logit"].astype(np.float32)
-    finite = np.isfinite(logits).all(1)
-    bad(~finite, "topk_logit is not finite in float16 (|logit| > 65504 or NaN)")
-    if spec.k > 1:
-        with np.errstate(invalid="ignore"):  # inf - inf in rows already reported non-finite
-            unsorted = (np.diff(logits, axis=1) > 0).any(1)
-        bad(unsorted, "topk_logit is not sorted in descending order")
-
-    tail = out["tail_lse"]
-    n_tail = spec.num_classes - 1 - spec.k
-    if n_tail == 0:
-        bad((tail != -np.inf).any(1), "tail_lse must be -inf: top-k holds every non-target")
-    else:
-        bad(~np.isfinite(tail).all(1), "tail_lse is not finite")
-        # Every tail logit is <= the k-th kept logit, so logsumexp over n_tail of them is at
-        # most log(n_tail) + z_k / T; the slack covers float16 rounding of z_k.
-        z_k = np.where(finite, logits.min(axis=1), 0.0)[:, None]
-        temps = np.asarray(spec.temperatures, dtype=np.float64)[None, :]
-        bound = math.log(n_tail) + (z_k + np.abs(z_k) * 2.0**-10 + 1e-3) / temps
-        bound += 1e-5 * np.abs(bound) + 1e-4
-        bad(
-            finite & (np.isfinite(tail) & (tail > bound)).any(1),
-            "tail_lse exceeds log(#tail) + z_k/T (the tail includes a logit above the k-th)",
-        )
-    if "embedding" in out:
-        bad(~np.isfinite(out["embedding"].astype(np.float32)).all(1), "embedding is not finite")
-    if "features" in out:
-        bad(~np.isfinite(out["features"].reshape(len(label), -1)).all(1),
-            "features are not finite in float16")
-    return RowBlock.from_arrays(out), problems
-
-
-def validate_block(
-    block: RowBlock, spec: StoreSpec, row_offset: int = 0, num_utterances: int | None = None
-) -> RowBlock:
-    """:func:`check_block` that raises :class:`StoreError` on the first problems."""
-    checked, problems = check_block(block, spec, row_offset, num_utterances)
-    if problems or checked is None:
-        shown = "; ".join(problems[:3])
-        more = f"; +{len(problems) - 3} more problems" if len(problems) > 3 else ""
-        raise StoreError(f"invalid rows: {shown}{more}")
-    return checked
-
-
-def missing_arrays(arrays: Mapping[str, np.ndarray], spec: StoreSpec) -> list[str]:
-    """Arrays of a read chunk that hold fill values, i.e. whose stored data is missing.
-
-    Written data never contains a fill value (each is invalid, see FORMAT.md), and a
-    missing chunk (or shard file) reads back as fill in every row, so the first entry of
-    each row suffices; fill in some rows only is data breaking the invariants, which
-    :func:`check_block` reports. Only the arrays present in ``arrays`` are checked.
-    """
-    missing = []
-    for d in spec.array_defs():
-        if d.name not in arrays:
-            continue
-        a = arrays[d.name]
-        first = a.reshape(len(a), -1)[:, 0]
-        hit = np.isnan(first).all() if d.dtype.kind == "f" else (first == d.fill).all()
-        if hit:
-            missing.append(d.name)
-    return missing

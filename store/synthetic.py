@@ -20,7 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from store.schema import FeatureInfo, RowBlock, StoreSpec, TeacherInfo
+from store.rows import RowBlock, features_checksum
+from store.schema import FeatureInfo, StoreSpec, TeacherInfo
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -123,10 +124,12 @@ def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> Row
     if spec.features is not None:
         shape = (n, spec.features.frames, spec.features.mel_bins)
         features = rng.normal(0.0, 3.0, shape).astype(np.float16)
+    start = rng.integers(0, 6 * spec.sample_rate, n, dtype=np.int64)
+    seed = rng.integers(0, 2**63, n, dtype=np.uint64)
     return RowBlock(
         utt=utt.astype(np.int32),
-        start=rng.integers(0, 6 * spec.sample_rate, n, dtype=np.int64),
-        seed=rng.integers(0, 2**63, n, dtype=np.uint64),
+        start=start,
+        seed=seed,
         label=label.astype(np.int32),
         target_logit=(scale * target_cos).astype(np.float32),
         topk_index=topk_index.astype(spec.topk_index_dtype),
@@ -135,4 +138,6 @@ def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> Row
         embedding=embedding,
         crop_checksum=checksum,
         features=features,
+        features_checksum=features_checksum(utt, start, seed, features)
+        if spec.has_features_checksum else None,
     )

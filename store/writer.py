@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
@@ -31,16 +32,15 @@ from zarr.codecs import Crc32cCodec
 from store._zarr import PathLike, data_codecs, gather, local_path, location, member, open_group
 from store.errors import StoreError
 from store.reader import read_flags
+from store.rows import RowBlock, features_checksum, validate_block
 from store.schema import (
     COMPLETE_ARRAY,
     FORMAT_VERSION,
     MANIFEST_ARRAY,
-    RowBlock,
     StoreSpec,
     check_format,
     encode_ids,
     root_attrs,
-    validate_block,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,13 @@ def _create_arrays(group: zarr.Group, spec: StoreSpec) -> None:
         ids_array[:] = ids
 
 
+def _fill_new(group: zarr.Group, spec: StoreSpec) -> None:
+    """Every array of a new store, then its root attributes (last: they make it a store)."""
+    _create_arrays(group, spec)
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    group.update_attributes(root_attrs(spec, _tool_version(), created_at))
+
+
 class StoreWriter:
     """Writes whole shards of one store; use :meth:`create` or :meth:`open`, not the class."""
 
@@ -110,19 +117,33 @@ class StoreWriter:
     ) -> StoreWriter:
         """Create a new, empty store at ``path``; an existing path -> :class:`StoreError`.
 
-        The root attributes are written last, so a create killed halfway leaves something
-        every opener refuses as "not an entkd cache store" rather than a half-store.
+        A local store is built under a temporary name beside ``path``
+        (``.<name>.tmp-create``) and renamed to ``path`` once complete, so a create killed
+        or failing halfway (a full disk) leaves nothing at ``path``; a temporary left by a
+        killed create is removed by the next one (one creator per path: the dump holds the
+        store's lock). On an object store, where there is no rename, the root attributes
+        are written last, so a killed create leaves a group every opener refuses as "not
+        an entkd cache store".
         """
         local = local_path(path)
-        if local is not None and local.exists():
-            raise StoreError(
-                f"{location(path)} already exists; pass --resume to continue writing it, or "
-                f"delete it to start over"
-            )
-        group = open_group(path, "w-", storage_options)
-        _create_arrays(group, spec)
-        created_at = datetime.now(UTC).isoformat(timespec="seconds")
-        group.update_attributes(root_attrs(spec, _tool_version(), created_at))
+        if local is None:
+            group = open_group(path, "w-", storage_options)
+            _fill_new(group, spec)
+        else:
+            if local.exists():
+                raise StoreError(
+                    f"{location(path)} already exists; pass --resume to continue writing it, "
+                    f"or delete it to start over"
+                )
+            staging = local.with_name(f".{local.name}.tmp-create")
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                _fill_new(open_group(staging, "w-"), spec)
+                staging.rename(local)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            group = open_group(path, "r+", storage_options)
         log.info(
             "created %s: %d rows in %d shards of %d rows, k=%d, T=%s",
             location(path),
@@ -201,6 +222,9 @@ class StoreWriter:
     def write_shard(self, shard: int, block: RowBlock) -> None:
         """Validate and write all rows of ``shard``, then mark it complete.
 
+        A store with stored features gets each row's ``features_checksum`` computed here
+        when the block does not carry it.
+
         Rewriting a complete shard first clears its flag, so a kill in between leaves it
         missing (and rewritten on resume), never complete with mixed data.
         """
@@ -211,6 +235,9 @@ class StoreWriter:
                 f"({stop - start} rows), got a block of {len(block)}; write whole shards "
                 f"(RowBlock.concat the batches)"
             )
+        if self.spec.has_features_checksum and block.features_checksum is None:
+            block = dataclasses.replace(block, features_checksum=features_checksum(
+                block.utt, block.start, block.seed, block.features))
         try:
             checked = validate_block(block, self.spec, start, self._num_utterances)
         except StoreError as exc:

@@ -156,7 +156,9 @@ class AudioReader:
         """float32 samples ``[start, start + length)`` of ``utt`` (to its end when ``length`` is None).
 
         Reads only the needed frames. If the utterance is shorter than ``start + length``
-        it is repeat-padded (tiled from ``start``; ``start`` wraps around as well).
+        it is repeat-padded (tiled from ``start``; ``start`` wraps around as well). A file
+        at the manifest's rate whose length is not the manifest's ``num_samples`` is refused
+        naming the utterance: crops drawn for the listed length would wrap around silently.
         """
         if utt.sample_rate != self.sample_rate:
             raise UserError(
@@ -166,13 +168,22 @@ class AudioReader:
         if start < 0 or (length is not None and length < 0):
             raise ValueError(f"negative start/length ({start}, {length})")
         if utt.key is not None:
-            wave = self._read_pack(utt, start, length)
+            wave, frames = self._read_pack(utt, start, length)
         else:
-            wave = self._read_file(utt.path, start, length)
+            wave, frames = self._read_file(utt.path, start, length)
         _check_finite(wave, f"audio {utt.path} of utterance {utt.id!r}")
+        if frames is not None and frames != utt.num_samples:
+            where = utt.path if utt.key is None else f"{utt.path}[{utt.key}]"
+            raise UserError(
+                f"utterance {utt.id!r}: the manifest lists {utt.num_samples} samples but "
+                f"{where} holds {frames}; the audio changed since the manifest was made: "
+                f"rebuild the manifest (and any cache dumped from it)"
+            )
         return wave
 
-    def _read_file(self, path: str, start: int, length: int | None) -> np.ndarray:
+    def _read_file(self, path: str, start: int,
+                   length: int | None) -> tuple[np.ndarray, int | None]:
+        """-> (samples, the file's length when it is at the reader's rate, else None)."""
         try:
             with soundfile.SoundFile(path) as f:
                 rate, frames = f.samplerate, f.frames
@@ -184,13 +195,15 @@ class AudioReader:
                         data = f.read(length, dtype="float32", always_2d=True)
                         if len(data) != length:
                             raise _fail(path, f"file ends after {start + len(data)} samples")
-                        return np.ascontiguousarray(data[:, 0])
+                        return np.ascontiguousarray(data[:, 0]), frames
         except (soundfile.SoundFileError, OSError, ValueError) as exc:
             raise _fail(path, exc) from None
         # other rate, or a crop that needs repeat-padding: whole file
-        return self._crop(load_audio(path, self.sample_rate), path, start, length)
+        wave = self._crop(load_audio(path, self.sample_rate), path, start, length)
+        return wave, frames if rate == self.sample_rate else None
 
-    def _read_pack(self, utt: Utterance, start: int, length: int | None) -> np.ndarray:
+    def _read_pack(self, utt: Utterance, start: int,
+                   length: int | None) -> tuple[np.ndarray, int | None]:
         where = f"{utt.path}[{utt.key}]"
         f = self._pack(utt.path)
         try:
@@ -201,7 +214,7 @@ class AudioReader:
                 if length is None:
                     length = max(n - start, 0)
                 if start + length <= n:
-                    return ds[start : start + length].astype(np.float32) / 32768.0
+                    return ds[start : start + length].astype(np.float32) / 32768.0, n
             wave = ds[()].astype(np.float32) / 32768.0
         except KeyError:
             raise _fail(where, "no such dataset in the pack") from None
@@ -209,8 +222,8 @@ class AudioReader:
             raise _fail(where, exc) from None
         if rate != self.sample_rate:
             _log_resample(where, rate, self.sample_rate)
-            wave = resample(wave, rate, self.sample_rate)
-        return self._crop(wave, where, start, length)
+            return self._crop(resample(wave, rate, self.sample_rate), where, start, length), None
+        return self._crop(wave, where, start, length), n
 
     @staticmethod
     def _crop(wave: np.ndarray, where: str, start: int, length: int | None) -> np.ndarray:

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -102,12 +103,18 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
             )
         else:
             try:
-                module = torch.jit.load(str(path), map_location="cpu")
+                with warnings.catch_warnings():
+                    # torch 2.x deprecates TorchScript in a 2-line FutureWarning that would
+                    # precede every message about the file; loading it is still supported.
+                    warnings.simplefilter("ignore", FutureWarning)
+                    module = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:  # torch raises RuntimeError/ValueError variants
                 first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first_line = first_line.split(". ")[0]  # miniz's advice runs on for lines
                 raise UserError(
                     f"teacher {path}: neither an entkd checkpoint ({checkpoint_error}) nor "
-                    f"TorchScript ({first_line})"
+                    f"TorchScript ({first_line}); if the file was cut short (a full disk, an "
+                    f"interrupted copy), copy it again or pass another --teacher"
                 ) from None
             teacher = from_module(module, arch=f"torchscript:{path.name}", sha256=file_sha256(path))
     elif ":" in spec and not path.exists():

@@ -53,7 +53,7 @@ def test_inspect(cli, small_store):
     assert "bytes/row (raw " in out
     code, out, _ = cli("inspect", path, "--json")
     report = json.loads(out)
-    assert report["format_version"] == 2 and report["complete_shards"] == 4
+    assert report["format_version"] == 3 and report["complete_shards"] == 4
     assert report["full_fp16_bytes_per_row"] == 100 and 0 < report["bytes_per_row"]
     assert report["spec"]["k"] == 8 and report["spec"]["num_utterances"] == 120
 

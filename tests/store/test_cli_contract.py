@@ -65,7 +65,9 @@ def _writer(resume: bool, what: str) -> None:
 
 
 @pytest.mark.parametrize("what, code, line", [
-    ("full", 2, "error: No space left on device (/data/out/model.pt)"),
+    ("full", 2, "error: No space left on device (/data/out/model.pt): free space on that disk, "
+                "or choose an --out on another one, then rerun (with --resume where the "
+                "command has it)"),
     ("ctrl-c", 130, "error: interrupted (Ctrl-C); rerun the same command with --resume to "
                     "continue"),
     ("sigterm", 143, "error: interrupted (SIGTERM); rerun the same command with --resume to "

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from store import FeatureInfo, RowBlock, StoreError, StoreSpec, TeacherInfo, check_block
-from store.schema import FORMAT_VERSION, SEED_FILL, check_format, root_attrs, validate_block
+from store.rows import validate_block
+from store.schema import FORMAT_VERSION, SEED_FILL, check_format, root_attrs
 from store.synthetic import synthetic_rows
 
 OFFSET = 5000
@@ -87,8 +88,10 @@ def test_version_2_attrs_round_trip(make_spec):
     assert old.format_version == 1 and [d.name for d in old.array_defs()][:4] == \
         ["utt", "start", "seed", "label"]
     names = [d.name for d in spec.array_defs()]
-    assert names[3] == "crop_checksum" and names[-1] == "features"
-    assert spec.bytes_per_row_raw() == make_spec().bytes_per_row_raw() + 2 * 198 * 80
+    assert names[3] == "crop_checksum" and names[-2:] == ["features", "features_checksum"]
+    assert spec.bytes_per_row_raw() == make_spec().bytes_per_row_raw() + 2 * 198 * 80 + 4
+    v2 = dataclasses.replace(spec, format_version=2)
+    assert [d.name for d in v2.array_defs()][-1] == "features" and not v2.has_features_checksum
     with pytest.raises(StoreError, match="teacher_labels names 2 classes, the teacher has 50"):
         TeacherInfo("x", "0", 50, 32.0, 0.2, teacher_labels=("a", "b"))
     with pytest.raises(StoreError, match="stored features need cache format version 2"):
@@ -131,7 +134,7 @@ def test_temperature_index_and_topk(make_spec):
 def test_check_format(make_spec):
     assert check_format({"format": "entkd-teacher-cache", "format_version": 1}, "x") == 1
     attrs = root_attrs(make_spec(), "test", "now")
-    assert check_format(attrs, "x") == FORMAT_VERSION == 2
+    assert check_format(attrs, "x") == FORMAT_VERSION == 3
     edited = {**attrs, "spec": {**attrs["spec"], "temperatures": [1.0, 4.0]}}
     with pytest.raises(StoreError, match="x/zarr.json: the 'spec' attribute block does not "
                        "match its checksum 'spec_sha256'"):
@@ -139,7 +142,7 @@ def test_check_format(make_spec):
     with pytest.raises(StoreError, match="this entkd writes version 2"):
         check_format({"format": "entkd-teacher-cache", "format_version": 1}, "x", versions=(2,))
     with pytest.raises(
-        StoreError, match="x has cache format version 3 but this entkd reads version 1 or 2"
+        StoreError, match="x has cache format version 4 but this entkd reads version 1, 2 or 3"
     ):
         check_format({"format": "entkd-teacher-cache", "format_version": FORMAT_VERSION + 1},
                      "x")
