@@ -5,10 +5,7 @@ and one ``error:`` line for unreadable audio and for a model that is not a speak
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,27 +43,16 @@ def test_file_holds_evaluates_embeddings(student_cache, tmp_path: Path, run_cli)
 
 
 def test_sigkill_then_rerun_embeds_only_the_rest(toy_corpus, tmp_path: Path, run_cli,
-                                                 monkeypatch) -> None:
+                                                 monkeypatch, sigkill_when) -> None:
     out = tmp_path / "emb.h5"
     parts = tmp_path / "emb.h5.parts"
     args = ["--model", SLOW, "--input", str(toy_corpus / "train"), "--out", str(out),
             "--batch-size", "4", "--chunk", "4"]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}", "OMP_NUM_THREADS": "1",
            "SLOW_EMBEDDER_SECONDS": "0.3"}
-    proc = subprocess.Popen([sys.executable, "-m", "stage2_student.embed", *args], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not list(parts.glob("part-*.npz")):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no part after 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    sigkill_when([sys.executable, "-m", "stage2_student.embed", *args],
+                 lambda: bool(list(parts.glob("part-*.npz"))), env, "part")
+    assert not out.exists()
     finished = set()
     for p in parts.glob("part-*.npz"):
         with np.load(p) as z:
