@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,7 +52,7 @@ Examples:
 @click.option("--report", type=click.Path(path_type=Path), default=REPORT, show_default=True)
 def main(repeats: int, report: Path) -> None:
     """Profile every shipped architecture and width; write the table."""
-    load = load_average()
+    load, t0 = load_average(), time.monotonic()
     rows = []
     for v in variants():
         rows.append(profile_variant(v, repeats))
@@ -61,14 +62,15 @@ def main(repeats: int, report: Path) -> None:
         "",
         f"`python scripts/bench_models.py --repeats {repeats}` on {datetime.now(UTC):%Y-%m-%d}: "
         f"{cpu_name()}, {cores()} cores, torch {torch.__version__}; load average {load} at the "
-        "start (other jobs shared the cores: latencies are upper bounds).",
+        "start (other jobs shared the cores: latencies are upper bounds); the script took "
+        f"{time.monotonic() - t0:.0f} s.",
         "",
         "Parameters exclude the classifier. MACs: `torch.utils.flop_counter.FlopCounterMode` "
         "over a 10-s input (matrix products and convolutions), FLOPs / 2, per second of audio. "
         f"Latency: one thread, batch 1, median of {repeats} calls after a warm-up, fbank input "
         "(feature extraction not included); TorchScript and ONNX files as "
         "`python -m stage2_student.export` writes them. Peak MB: the process's resident-set "
-        "growth during one eager 10-s forward. WavLM-ECAPA (WavLM Large, ~316 M parameters) is "
+        "growth during one eager 10-s forward. WavLM-ECAPA (WavLM Large + ECAPA C=512) is "
         "counted but not timed: a 10-s forward alone takes longer than this page's budget. "
         "For accuracy see docs/demo.md (demo widths) and docs/RESULTS.md.",
         "",
