@@ -1,9 +1,16 @@
-"""Evaluate one or more checkpoints on a trial list: ``python -m stage2_student.evaluate``.
+"""Evaluate one or more models on a trial list: ``python -m stage2_student.evaluate``.
 
-Embeds the test utterances with every model in one batched pass (speaker.evaluation),
-scores the trials by cosine, and writes ``results.json`` (EER with its 95 % interval from a
-bootstrap over test speakers, minDCF at p=0.01 and 0.05 per model), ``results.md`` (the
-same as a table) and ``det.png`` (all DET curves on one plot) into ``--out``.
+A model is any spec :func:`speaker.evaluation.embedders.load_embedder` takes: an entkd run
+folder or checkpoint, an exported ONNX / TorchScript file, ``module:factory``,
+``speechbrain:DIR`` or ``wespeaker:DIR``. Embeds the test utterances with every model in
+one batched pass (speaker.evaluation), scores the trials by cosine, and writes
+``results.json`` (EER with its 95 % interval from a bootstrap over test speakers, minDCF at
+p=0.01 and 0.05 per model), ``results.md`` (the same as a table) and ``det.png`` (all DET
+curves on one plot) into ``--out``.
+
+``--condition`` (repeatable; :mod:`speaker.evaluation.conditions`) evaluates on 2-s or 4-s
+segments at seeded positions, or with MUSAN noise at 0/5/10 dB SNR; each model then has
+one row per condition, named ``NAME [CONDITION]`` (a lone ``full`` keeps ``NAME``).
 
 Example::
 
@@ -17,23 +24,39 @@ from pathlib import Path
 
 import click
 
+from speaker.evaluation.conditions import CONDITIONS, SEED, Condition, ConditionReader
+from speaker.evaluation.embedders import check_rate, load_embedder
 from speaker.evaluation.evaluate import BATCH_SIZE, VerificationResult, evaluate_models
 from speaker.evaluation.metrics import plot_det
 from speaker.io.audio import AudioReader
 from speaker.io.paths import DataPaths, data_options
-from speaker.models.checkpoint import load_checkpoint
+from speaker.teachers.load import is_pretrained_spec
 from store.atomic import atomic_write_text, write_json
 from store.cli import run, setup_logging
 from store.errors import UserError
 
 
-def evaluate_checkpoints(models: dict[str, Path], data: DataPaths,
-                         batch_size: int = BATCH_SIZE) -> dict[str, VerificationResult]:
-    """name -> verification result of each checkpoint on the data's test trials."""
+def evaluate_specs(models: dict[str, str], data: DataPaths, batch_size: int = BATCH_SIZE,
+                   conditions: tuple[str, ...] = ("full",),
+                   seed: int = SEED) -> dict[str, VerificationResult]:
+    """name -> verification result of each model spec on the data's test trials; with
+    conditions other than a lone ``full``, names are ``NAME [CONDITION]``."""
     manifest, trials = data.test_set()
-    reader = AudioReader(manifest[0].sample_rate)
-    loaded = {name: load_checkpoint(path).model for name, path in models.items()}
-    return evaluate_models(loaded, manifest, trials, reader, batch_size=batch_size)
+    rate = manifest[0].sample_rate
+    reader = AudioReader(rate)
+    parsed = [Condition.parse(c, seed) for c in dict.fromkeys(conditions)]
+    bank = data.noise_bank(rate) if any(c.needs_noise for c in parsed) else None
+    loaded = {name: load_embedder(spec) for name, spec in models.items()}
+    for name, model in loaded.items():
+        check_rate(model, rate, models[name])
+    results: dict[str, VerificationResult] = {}
+    for c in parsed:
+        conditioned = ConditionReader(reader, c, manifest, bank)
+        out = evaluate_models(loaded, c.manifest(manifest), trials, conditioned,
+                              batch_size=batch_size)
+        plain = [c.name for c in parsed] == ["full"]
+        results.update({name if plain else f"{name} [{c.name}]": r for name, r in out.items()})
+    return results
 
 
 def summarize(result: VerificationResult) -> dict[str, float]:
@@ -64,19 +87,25 @@ def write_report(results: dict[str, VerificationResult], out: Path) -> str:
     return table
 
 
-def _named_paths(pairs: tuple[str, ...]) -> dict[str, Path]:
-    models: dict[str, Path] = {}
+def _named_specs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=SPEC`` or ``SPEC`` (named after its directory) -> {name: spec}."""
+    models: dict[str, str] = {}
     for pair in pairs:
-        name, sep, path = pair.partition("=")
+        name, sep, spec = pair.partition("=")
         if not sep:
-            name, path = Path(pair).parent.name, pair
-        if not Path(path).is_file():
-            raise UserError(f"--model {pair!r}: no such checkpoint file {path}")
+            name, spec = _default_name(pair), pair
+        if not (Path(spec).exists() or is_pretrained_spec(spec) or ":" in spec):
+            raise UserError(f"--model {pair!r}: no such checkpoint file or run folder {spec}")
         if name in models:
             raise UserError(f"--model {pair!r}: the name {name!r} is used twice; give each "
-                            "model its own NAME=checkpoint.pt")
-        models[name] = Path(path)
+                            "model its own NAME=SPEC")
+        models[name] = spec
     return models
+
+
+def _default_name(spec: str) -> str:
+    path = Path(spec.partition(":")[2] if is_pretrained_spec(spec) else spec)
+    return path.name if path.is_dir() else path.parent.name
 
 
 @click.command(epilog="""\b
@@ -85,19 +114,31 @@ Examples:
       --model teacher=exp/teacher/model.pt --model xvector-dkd=exp/xvector-dkd/model.pt
   python -m stage2_student.evaluate --test vox1/manifest.jsonl --trials vox1/veri_test2.txt \\
       --out exp/eval --model exp/r34-dkd/model.pt --model exp/xv-dkd/model.pt  # NAME: its dir
+  python -m stage2_student.evaluate --data toy --out exp/eval --model xv=xvector.onnx \\
+      --model ecapa=speechbrain:pretrained/spkrec-ecapa-voxceleb \\
+      --condition full --condition 2s --condition noise5
 """)
 @data_options
 @click.option("--model", "model_specs", multiple=True, required=True,
-              help="NAME=checkpoint.pt (repeatable); NAME defaults to the parent directory.")
+              help="NAME=SPEC (repeatable): a run folder or model.pt, an .onnx / TorchScript "
+                   "file, module:factory, speechbrain:DIR or wespeaker:DIR; NAME defaults to "
+                   "the directory.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE, show_default=True,
               help="Utterances of equal length embedded together.")
+@click.option("--condition", "conditions", multiple=True, default=("full",), show_default=True,
+              metavar="|".join(CONDITIONS),
+              help="Test condition (repeatable): whole utterances, seeded 2-/4-s segments, "
+                   "or MUSAN noise (--musan) at 0/5/10 dB SNR.")
+@click.option("--condition-seed", type=int, default=SEED, show_default=True,
+              help="Seed of the segment positions and noise draws.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(model_specs: tuple[str, ...], out: Path, batch_size: int, verbose: bool, **opts) -> None:
+def cli(model_specs: tuple[str, ...], out: Path, batch_size: int, conditions: tuple[str, ...],
+        condition_seed: int, verbose: bool, **opts) -> None:
     """Score trials with each model; write a results table and a DET plot."""
     setup_logging(verbose)
-    results = evaluate_checkpoints(_named_paths(model_specs), DataPaths.from_options(opts),
-                                   batch_size)
+    results = evaluate_specs(_named_specs(model_specs), DataPaths.from_options(opts),
+                             batch_size, conditions, condition_seed)
     click.echo(write_report(results, out), nl=False)
 
 

@@ -201,14 +201,19 @@ class VerificationResult:
         return det_points(self.scores, self.labels)
 
 
-def score_trials(embeddings: dict[str, np.ndarray], trials: list[Trial],
-                 manifest: Manifest | None = None) -> VerificationResult:
-    """Cosine-score ``trials``; with ``manifest``, also record each side's speaker."""
-    scores = np.asarray(cosine_score(embeddings, trials), dtype=np.float64)
+def score_trials(embeddings: Mapping[str, np.ndarray], trials: list[Trial],
+                 manifest: Manifest | Mapping[str, str] | None = None, *,
+                 cohort: np.ndarray | None = None, mean: np.ndarray | None = None,
+                 top_n: int = 300) -> VerificationResult:
+    """Cosine-score ``trials`` (AS-norm against ``cohort`` and ``mean`` subtracted when
+    given: :func:`speaker.evaluation.scoring.cosine_score`); with ``manifest`` (or an
+    ``{utterance id: speaker}`` mapping), also record each side's speaker."""
+    scores = np.asarray(cosine_score(embeddings, trials, mean, cohort=cohort, top_n=top_n),
+                        dtype=np.float64)
     labels = np.array([t.target for t in trials], dtype=bool)
     speakers = None
     if manifest is not None:
-        spk = {u.id: u.speaker for u in manifest}
+        spk = manifest if isinstance(manifest, Mapping) else {u.id: u.speaker for u in manifest}
         speakers = (np.array([spk[t.enroll] for t in trials]),
                     np.array([spk[t.test] for t in trials]))
     return VerificationResult(scores=scores, labels=labels, speakers=speakers)

@@ -30,6 +30,11 @@ from store.schema import FeatureInfo
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
 NUM_MEL_BINS = 80
+# Every ``kaldi.fbank`` option :func:`fbank` sets besides the mel count and the rate: the one
+# definition, also written beside exported models (stage2_student.export) so users can
+# reproduce the input. Dither is added by :func:`fbank` itself, hence 0 here.
+KALDI_OPTIONS = {"frame_length": FRAME_LENGTH_MS, "frame_shift": FRAME_SHIFT_MS, "dither": 0.0,
+                 "energy_floor": 0.0, "window_type": "hamming", "use_energy": False}
 
 
 def num_frames(num_samples: int, sample_rate: int = 16000) -> int:
@@ -95,13 +100,8 @@ def fbank(
     feats = kaldi.fbank(
         x.unsqueeze(0),
         num_mel_bins=num_mel_bins,
-        frame_length=FRAME_LENGTH_MS,
-        frame_shift=FRAME_SHIFT_MS,
-        dither=0.0,
-        energy_floor=0.0,
         sample_frequency=sample_rate,
-        window_type="hamming",
-        use_energy=False,
+        **KALDI_OPTIONS,
     )
     return (feats - feats.mean(dim=0, keepdim=True)).contiguous()
 

@@ -42,6 +42,17 @@ from store.errors import UserError
 BUNDLES = ("WAVLM_LARGE",)
 
 
+def _layer_norm(wave: torch.Tensor) -> torch.Tensor:
+    """Layer norm over samples without affine weights. The ONNX exporter cannot take a
+    normalised shape that depends on the input length, so under export the same formula is
+    written out (equal up to float rounding); training and evaluation keep ``F.layer_norm``."""
+    if torch.onnx.is_in_onnx_export():
+        mean = wave.mean(dim=-1, keepdim=True)
+        var = wave.var(dim=-1, keepdim=True, unbiased=False)
+        return (wave - mean) / torch.sqrt(var + 1e-5)
+    return F.layer_norm(wave, wave.shape[-1:])
+
+
 class WavLMECAPA(nn.Module):
     """WavLM encoder -> softmax-weighted layer sum -> per-utterance norm -> ECAPA-TDNN."""
 
@@ -60,7 +71,7 @@ class WavLMECAPA(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if self.normalize_waveform:
             # WavLM Large was pre-trained on layer-normalised waveforms.
-            wave = F.layer_norm(wave, wave.shape[-1:])
+            wave = _layer_norm(wave)
         hidden, _ = self.wavlm.extract_features(wave)
         weights = torch.softmax(self.layer_weights, dim=0)
         feats = torch.einsum("l,lbtd->btd", weights, torch.stack(hidden))

@@ -1,5 +1,6 @@
-"""``python -m stage2_student.evaluate``: several checkpoints scored on one trial list ->
-results.json, results.md and one DET plot; bad --model arguments as one error line."""
+"""``python -m stage2_student.evaluate``: several models (checkpoints, ``speechbrain:DIR``,
+``wespeaker:DIR``) scored on one trial list -> results.json, results.md and one DET plot;
+bad --model arguments as one error line."""
 
 from __future__ import annotations
 
@@ -63,3 +64,55 @@ def test_bad_model_arguments(models, words, student_cache, tmp_path: Path, run_c
     for word in words:
         assert word in result.error_lines[0], result.error_lines[0]
     assert not out.exists()
+
+
+def _teacher_test_module(name: str):
+    """A helper module of tests/speaker/teachers (its fixture writers), loaded by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "speaker" / "teachers" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_entkd_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretrained_teachers_are_scored(toy_corpus: Path, tmp_path: Path, run_cli):
+    """``speechbrain:DIR`` and ``wespeaker:DIR`` with the random-weight fixtures of the
+    teacher tests; wespeaker's EER is that of the entkd model its files were written from."""
+    import torch
+
+    from speaker.evaluation.evaluate import evaluate_model
+    from speaker.io.audio import AudioReader
+    from speaker.io.paths import DataPaths
+    from speaker.models import build
+    from speaker.models.heads import AAMSoftmax
+
+    we = _teacher_test_module("test_wespeaker")
+    torch.manual_seed(0)
+    model = build("resnet34", base_width=4, embed_dim=16).eval()
+    we.randomize_norms(model, 5)
+    head = AAMSoftmax(16, 3, scale=32.0, margin=0.2)
+    we_dir = we.write_wespeaker(tmp_path / "r34", "ResNet34",
+                                {"feat_dim": 80, "embed_dim": 16, "pooling_func": "TSTP"},
+                                we.wespeaker_resnet_keys(model.state_dict(), (3, 4, 6, 3)), head)
+    models = ["--model", f"we=wespeaker:{we_dir}"]
+    sb = _teacher_test_module("test_speechbrain") if _has_speechbrain() else None
+    if sb is not None:
+        sb_dir = sb.make_speechbrain_dir(tmp_path / "sb", ["a", "b"])
+        models += ["--model", f"sb=speechbrain:{sb_dir}"]
+    out = tmp_path / "eval"
+    result = run_cli(cli, ["--data", toy_corpus, "--out", out, *models])
+    assert result.exit_code == 0, result.stderr
+    summaries = json.loads((out / "results.json").read_text())
+    assert set(summaries) == {"we", "sb"} if sb is not None else {"we"}
+    assert all(0.0 <= v <= 1.0 for s in summaries.values() for v in s.values())
+    manifest, trials = DataPaths(data=toy_corpus).test_set()
+    direct = evaluate_model(we.wespeaker_eps(model), manifest, trials, AudioReader(16000))
+    assert summaries["we"]["eer"] == direct.eer
+
+
+def _has_speechbrain() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("speechbrain") is not None
