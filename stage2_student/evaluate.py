@@ -28,9 +28,10 @@ from store.errors import UserError
 
 
 def evaluate_checkpoints(models: dict[str, Path], data: DataPaths,
-                         batch_size: int = BATCH_SIZE) -> dict[str, VerificationResult]:
-    """name -> verification result of each checkpoint on the data's test trials."""
-    manifest, trials = data.test_set()
+                         batch_size: int = BATCH_SIZE,
+                         split: str = "test") -> dict[str, VerificationResult]:
+    """name -> verification result of each checkpoint on the data's ``split`` trials."""
+    manifest, trials = data.split(split)
     reader = AudioReader(manifest[0].sample_rate)
     loaded = {name: load_checkpoint(path).model for name, path in models.items()}
     return evaluate_models(loaded, manifest, trials, reader, batch_size=batch_size)
@@ -92,12 +93,15 @@ Examples:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE, show_default=True,
               help="Utterances of equal length embedded together.")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="test", show_default=True,
+              help="Which trials to score: dev (choosing settings) or test (reporting).")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(model_specs: tuple[str, ...], out: Path, batch_size: int, verbose: bool, **opts) -> None:
+def cli(model_specs: tuple[str, ...], out: Path, batch_size: int, split: str, verbose: bool,
+        **opts) -> None:
     """Score trials with each model; write a results table and a DET plot."""
     setup_logging(verbose)
     results = evaluate_checkpoints(_named_paths(model_specs), DataPaths.from_options(opts),
-                                   batch_size)
+                                   batch_size, split)
     click.echo(write_report(results, out), nl=False)
 
 
