@@ -2,10 +2,11 @@
 -> seven students (x-vector: ce, kd, dkd; ResNet34 and CAM++ at demo widths: ce, dkd; all
 from the one cache, run side by side, one thread each) -> one evaluation of every model.
 
-Every step is the README's command line run as a subprocess; a step whose output is
-already complete is skipped, and interrupted ones are continued with ``--resume``, so
-rerunning after a kill picks up where it stopped. Each stage's wall and CPU seconds go to
-``OUT/timings.json``.
+Every step is the README's command line run as a subprocess; a step whose output is already
+complete is skipped, and interrupted ones are continued with ``--resume``, so rerunning
+after a kill picks up where it stopped. Each stage's wall and CPU seconds go to
+``OUT/timings.json``. The students' recipes are experiments.recipes' (docs/tuning.json's
+values, chosen on the dev split, where it exists).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from experiments.recipes import LOSSES, RECIPES, TEACHER_RECIPE, training_data_argv
+from experiments.recipes import RECIPES, TEACHER_RECIPE, student_argv, training_data_argv
 from experiments.runs import Layout, Run
 from experiments.scheduler import Scheduler, plan_lanes
 from experiments.size import Size
@@ -104,12 +105,8 @@ def student_runs(out: Path, cache: Path, data: list[str], size: Size,
         recipe, epochs = RECIPES[arch], size.epochs(arch)
         for loss in losses:
             name = f"{arch}-{loss}"
-            argv = [
-                "-m", "stage2_student.train", "--cache", str(cache), *data,
-                *recipe.argv(), *LOSSES[loss], *recipe.length_argv(epochs),
-                "--seed", str(student_seed),
-                "--workers", "0", "--out", str(out / "students" / name),
-            ]
+            argv = student_argv(cache, data, arch, loss, epochs, student_seed,
+                                out / "students" / name)
             runs[name] = Run(name, "student", argv,
                              est_s=recipe.train_seconds(epochs * rows * size.crop_seconds))
     return runs
@@ -143,12 +140,12 @@ def run_students(out: Path, runs: dict[str, Run], parallel: int, stages: Stages)
                                    "rerun to resume")
 
 
-def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: int = 0,
-             student_seed: int = 0) -> dict[str, dict]:
-    """The pipeline into ``out``; -> the evaluation summaries (results.json)."""
+def build_inputs(out: Path, size: Size, workers: int, parallel: int, stages: Stages,
+                 corpus_seed: int = 0) -> tuple[Path, Path, Path]:
+    """The corpus, teacher and verified cache in ``out`` (done steps skipped); -> (corpus
+    root, teacher checkpoint, cache): what the students (and ``scripts/tune.py``) train on."""
     toy, teacher, cache = out / "toy", out / "teacher", out / "logits.zarr"
     data = ["--data", str(toy)]
-    stages = Stages(out / "timings.json")
     if not (toy / "toy.json").exists():
         step("synthetic corpus", [
             "-m", "speaker.toy", "--speakers", str(size.speakers),
@@ -179,13 +176,22 @@ def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: in
         step("replay verify", ["-m", "stage1_teacher.verify", str(cache), "--teacher", model,
                                *data, "--rows", "64"], stages, "verify")
         atomic_write_text(out / "verify.txt", "store and replay verified\n")
+    return toy, teacher / "model.pt", cache
+
+
+def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: int = 0,
+             student_seed: int = 0) -> dict[str, dict]:
+    """The pipeline into ``out``; -> the evaluation summaries (results.json)."""
+    stages = Stages(out / "timings.json")
+    toy, model, cache = build_inputs(out, size, workers, parallel, stages, corpus_seed)
     # the models are trained without the test set and evaluated together at the end
     runs = student_runs(out, cache, training_data_argv(toy), size, student_seed)
     run_students(out, runs, parallel, stages)
-    models = {"teacher": model,
+    models = {"teacher": str(model),
               **{n: str(out / "students" / n / "model.pt") for n in SHOWN if n in runs}}
     stages.times.pop("evaluate", None)  # evaluation always reruns: time this run's
-    step("evaluate", ["-m", "stage2_student.evaluate", *data, "--out", str(out / "results"),
+    step("evaluate", ["-m", "stage2_student.evaluate", "--data", str(toy),
+                      "--out", str(out / "results"),
                       *[a for name, path in models.items() for a in ("--model", f"{name}={path}")]],
          stages, "evaluate")
     return json.loads((out / "results" / "results.json").read_text())
