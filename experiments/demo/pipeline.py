@@ -2,7 +2,8 @@
 -> seven students (x-vector: ce, kd, dkd; ResNet34 and CAM++ at demo widths: ce, dkd; all
 from the one cache, run side by side, one thread each) -> one evaluation of every model.
 
-Every step is the README's command line run as a subprocess; a step whose output is already
+Every step is the README's command line run as a subprocess (the evaluation: that command's
+functions in this process, to keep the bootstrap replicates); a step whose output is already
 complete is skipped, and interrupted ones are continued with ``--resume``, so rerunning
 after a kill picks up where it stopped. Each stage's wall and CPU seconds go to
 ``OUT/timings.json``. The students' recipes are experiments.recipes' (docs/tuning.json's
@@ -190,8 +191,37 @@ def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: in
     models = {"teacher": str(model),
               **{n: str(out / "students" / n / "model.pt") for n in SHOWN if n in runs}}
     stages.times.pop("evaluate", None)  # evaluation always reruns: time this run's
-    step("evaluate", ["-m", "stage2_student.evaluate", "--data", str(toy),
-                      "--out", str(out / "results"),
-                      *[a for name, path in models.items() for a in ("--model", f"{name}={path}")]],
-         stages, "evaluate")
-    return json.loads((out / "results" / "results.json").read_text())
+    return evaluate(out / "results", models, toy, parallel, stages)
+
+
+def evaluate(out: Path, models: dict[str, str], toy: Path, threads: int,
+             stages: Stages) -> dict[str, dict]:
+    """Every model on the test trials in one batched pass: what ``python -m
+    stage2_student.evaluate --data TOY --out OUT --model ...`` writes (results.json,
+    results.md, det.png), run in this process with its functions so that each model's EERs
+    on the shared speaker-bootstrap replicates are kept, with its parameter count, in
+    ``OUT/models.json`` (the page's paired DKD-vs-CE verdicts read them); -> name -> the
+    summary, ``params`` and ``eer_boot``."""
+    import torch
+
+    from experiments.evaluation import BOOT_SEED, N_BOOT
+    from speaker.evaluation.metrics import bootstrap_eers
+    from speaker.io.paths import DataPaths
+    from speaker.models import count_parameters
+    from speaker.models.checkpoint import load_checkpoint
+    from stage2_student.evaluate import evaluate_checkpoints, write_report
+
+    log.info("evaluate: %d models on the test trials of %s", len(models), toy)
+    t0, c0 = time.perf_counter(), time.process_time()
+    torch.set_num_threads(threads)
+    paths = {name: Path(path) for name, path in models.items()}
+    results = evaluate_checkpoints(paths, DataPaths(data=toy))
+    write_report(results, out)
+    kept = {name: {"params": count_parameters(load_checkpoint(paths[name]).model),
+                   "eer_boot": [round(float(e), 5) for e in bootstrap_eers(
+                       r.scores, r.labels, *r.speakers, n_boot=N_BOOT, seed=BOOT_SEED)]}
+            for name, r in results.items()}
+    atomic_write_text(out / "models.json", json.dumps(kept) + "\n")
+    stages.record("evaluate", time.perf_counter() - t0, time.process_time() - c0)
+    summaries = json.loads((out / "results.json").read_text())
+    return {name: {**summaries[name], **kept[name]} for name in results}
