@@ -36,7 +36,16 @@ from experiments.demo.pipeline import SIZES, Stages, build_inputs
 from experiments.paths import DOCS
 from experiments.runs import Layout, Run, todo, write_json
 from experiments.scheduler import Scheduler
-from experiments.tuning.grid import FULL, QUICK, SEEDS, Inputs, Setting, cell_name, runs
+from experiments.tuning.grid import (
+    FULL,
+    QUICK,
+    SEEDS,
+    Inputs,
+    Setting,
+    cell_name,
+    run_name,
+    runs,
+)
 from experiments.tuning.report import dumps, outcome, tuning_json, tuning_page
 from store.atomic import atomic_path, atomic_write_text
 
@@ -92,7 +101,7 @@ def print_plan(grid: tuple[Setting, ...], all_runs: list[Run], layout: Layout, l
     by_name = {r.name: r for r in all_runs}
     click.echo(f"{'setting':<40}{'values':>7}{'seeds':>6}{'runs':>6}{'left':>6}")
     for s in grid:
-        names = {f"{cell_name(s, v)}-s{seed}" for v in s.values for seed in SEEDS}
+        names = {run_name(cell_name(s, v), seed) for v in s.values for seed in SEEDS}
         click.echo(f"{s.name:<40}{len(s.values):>7}{len(SEEDS):>6}{len(names):>6}"
                    f"{len(names & left):>6}")
     train = sum(by_name[n].est_s for n in left) / lanes
@@ -106,7 +115,7 @@ def print_plan(grid: tuple[Setting, ...], all_runs: list[Run], layout: Layout, l
     return minutes
 
 
-class Tuning:
+class GridCallbacks:
     """The scheduler's callbacks: record a finished training run, and evaluate the trained
     models on the dev split in one ``stage2_student.evaluate`` pass."""
 
@@ -186,7 +195,7 @@ def main(demo: Path | None, out: Path, quick: bool, plan: bool, parallel: int,
         size = SIZES["quick" if quick else "full"]
         build_inputs(out / "inputs", size, 0, parallel, Stages(out / "inputs" / "timings.json"))
     all_runs = runs(grid, inputs, out / "runs")  # once the corpus exists: its noise folders
-    callbacks = Tuning(layout, inputs.toy, parallel)
+    callbacks = GridCallbacks(layout, inputs.toy, parallel)
     failed = Scheduler(layout, parallel, callbacks.finish, callbacks.evaluate).run_all(
         todo(all_runs, layout))
     if failed:
