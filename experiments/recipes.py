@@ -1,25 +1,39 @@
-"""The recipes of the demo and ``make results``: the teacher's stage-1 flags and the cheap
-students' widths and short-run optimizer settings (one definition for both).
+"""The recipes of the demo and ``make results``: the teacher's stage-1 flags, the cheap
+students' widths and short-run optimizer settings, and the distillation losses' flags (one
+definition for both).
 
 Each model is trained for a few hundred steps on 2 CPU cores, so each recipe is one that
-learns there, not wespeaker's 150-epoch one. How they were chosen (measured on test trials,
-historical): docs/recipe_history.md.
+learns there, not wespeaker's 150-epoch one. The tunable settings (:data:`BASE`: the
+students' learning rates, batch sizes and KD warm-up shares; DKD's beta and T; TRKD's
+lambda_F and tau; dual-group softening) are read from ``docs/tuning.json``, where
+``scripts/tune.py`` (:mod:`experiments.tuning`) writes the values it chose on the **dev
+split** (lowest mean dev EER over seeds; ties go to the paper's or trainer's default);
+``docs/tuning.md`` has its tables. Without that file the settings are :data:`BASE`, the
+values used before tuning on dev existed (not tuned: docs/recipe_history.md is their
+history, superseded); :data:`TUNING` says which applies, and the demo's page repeats it.
 
 Example::
 
     >>> RECIPES["resnet34"].argv()[:4]
     ['--arch', 'resnet34', '--arch-opt', 'base_width=8']
+    >>> recipes(BASE)["resnet34"].optimizer
+    ('--optimizer', 'adamw', '--lr', '0.01', '--final-lr', '0.01')
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from experiments.paths import DOCS
 
 
 @dataclass(frozen=True)
 class StudentRecipe:
-    """One student: architecture options (``--arch-opt``) and its optimizer flags."""
+    """One student: architecture options (``--arch-opt``), its optimizer flags and batch size
+    (made by :func:`recipes` from the settings)."""
 
     arch: str
     opts: tuple[str, ...]
@@ -71,40 +85,111 @@ RUN_START_S = 6.0
 TEACHER_RECIPE = ["--preset", "demo-teacher"]
 
 
-def _constant_adamw(lr: str) -> tuple[str, ...]:
-    return ("--optimizer", "adamw", "--lr", lr, "--final-lr", lr)
+# The tunable settings and their values before tuning on dev: the centre of the tuning grid
+# (experiments.tuning varies one setting at a time around them) and the fallback when
+# docs/tuning.json is absent. None: the trainer's default (KD warm-up over 2/15 of the run,
+# the paper's 20 of 150 epochs) or off (dual-group softening).
+BASE: dict[str, Any] = {
+    "xvector.lr": 3e-3, "xvector.batch_size": 64, "xvector.kd_warmup_share": None,
+    "resnet34.lr": 1e-2, "resnet34.batch_size": 32, "resnet34.kd_warmup_share": None,
+    "campp.lr": 5e-3, "campp.batch_size": 32, "campp.kd_warmup_share": 0.5,
+    "dkd.beta": 2.0, "dkd.temperature": 1.0,
+    "trkd.lambda_f": 8.0, "trkd.tau_end": 0.05,
+    "dualgroup.binary_entropy": None,
+}
+
+TUNING_JSON = DOCS / "tuning.json"
 
 
-# name -> student. x-vector: AdamW with the trainer's LR decaying 100x over the run;
-# ResNet34 and CAM++: batch 32 at a constant AdamW LR after the warm-up (these narrow nets
-# separate speakers only after ~150-200 steps); CAM++ ramps its KD weight over half the run.
-RECIPES = {
-    "xvector": StudentRecipe("xvector", ("channels=128", "embed_dim=128"), 64,
-                             ("--optimizer", "adamw"), "x-vector 128 ch", crop_s=0.0035),
-    "resnet34": StudentRecipe("resnet34", ("base_width=8", "embed_dim=128"), 32,
-                              _constant_adamw("1e-2"), "ResNet34 width 8", crop_s=0.031),
-    "campp": StudentRecipe("campp", ("growth_rate=8", "init_channels=32", "fcm_channels=8",
-                                     "embed_dim=128"), 32, _constant_adamw("5e-3"),
-                           "CAM++ growth 8 / 32 initial channels", crop_s=0.028,
-                           kd_warmup_share=0.5),
+@dataclass(frozen=True)
+class Tuning:
+    """Where the settings come from: ``settings`` (every key of :data:`BASE`), ``tuned``
+    (the keys docs/tuning.json chose on dev) and one sentence for reports."""
+
+    settings: dict[str, Any]
+    tuned: tuple[str, ...]
+    source: str
+
+
+def load_tuning(path: Path = TUNING_JSON) -> Tuning:
+    """:data:`BASE` with the values ``path`` (``scripts/tune.py``'s tuning.json) chose on the
+    dev split; without the file, :data:`BASE` alone, and the sentence says so.
+
+    >>> load_tuning(Path("/nonexistent.json")).tuned
+    ()
+    """
+    if not path.exists():
+        return Tuning(dict(BASE), (), f"not tuned on dev ({path.name} absent): the values "
+                      "used before dev tuning existed (docs/recipe_history.md, superseded)")
+    saved = json.loads(path.read_text())
+    chosen = {k: v for k, v in saved["chosen"].items() if k in BASE}
+    unknown = sorted(set(saved["chosen"]) - set(BASE))
+    if unknown:
+        raise ValueError(f"{path}: settings {unknown} are not tunable here (known: {sorted(BASE)})")
+    kept = sorted(set(BASE) - set(chosen))
+    source = (f"chosen on the dev split by scripts/tune.py ({path.name}, {saved['written']}, "
+              f"{saved['grid']} grid, {saved['seeds']} seeds per cell)"
+              + (f"; not tuned there, kept as before: {', '.join(kept)}" if kept else ""))
+    return Tuning({**BASE, **chosen}, tuple(sorted(chosen)), source)
+
+
+# architecture -> --arch-opt values, how reports name the width, crop_s, constant LR after
+# the warm-up (ResNet34 and CAM++: these narrow nets separate speakers only after ~150-200
+# steps, and an LR decaying over a 200-300-step run ends it before they do) or the trainer's
+# 100x decay (x-vector)
+ARCHS: dict[str, tuple[tuple[str, ...], str, float, bool]] = {
+    "xvector": (("channels=128", "embed_dim=128"), "x-vector 128 ch", 0.0035, False),
+    "resnet34": (("base_width=8", "embed_dim=128"), "ResNet34 width 8", 0.031, True),
+    "campp": (("growth_rate=8", "init_channels=32", "fcm_channels=8", "embed_dim=128"),
+              "CAM++ growth 8 / 32 initial channels", 0.028, True),
 }
 
 
-# Distillation losses: name -> stage-2 flags (the demo runs ce, kd and dkd; make results all).
-# dkd is the paper's (alpha 1, beta 2, T 1).
-LOSSES = {
-    "ce": ["--loss", "ce"],
-    "emb": ["--loss", "emb"],
-    "kd": ["--loss", "kd", "--temperature", "1"],
-    "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", "2", "--temperature", "1"],
-    # controls: plain KD weighted like dkd's total (alpha + beta = 3), and dkd with beta = alpha
-    "kd-w3": ["--loss", "kd", "--temperature", "1", "--kd-weight", "3"],
-    "dkd-b1": ["--loss", "dkd", "--alpha", "1", "--beta", "1", "--temperature", "1"],
-    # the setting later work compares with
-    "dkd-b8t4": ["--loss", "dkd", "--alpha", "1", "--beta", "8", "--temperature", "4"],
-    "trkd": ["--loss", "trkd"],
-    "dualgroup": ["--loss", "dualgroup"],
-}
+def _g(value: float) -> str:
+    return f"{value:g}"
+
+
+def recipes(settings: dict[str, Any]) -> dict[str, StudentRecipe]:
+    """name -> student under ``settings`` (every key of :data:`BASE`): AdamW at the
+    setting's LR (constant after the warm-up, or decaying 100x), its batch size and KD
+    warm-up share."""
+    out = {}
+    for arch, (opts, width, crop_s, constant) in ARCHS.items():
+        lr = _g(settings[f"{arch}.lr"])
+        optimizer = ("--optimizer", "adamw", "--lr", lr, *(("--final-lr", lr) if constant else ()))
+        out[arch] = StudentRecipe(arch, opts, int(settings[f"{arch}.batch_size"]), optimizer,
+                                  width, crop_s=crop_s,
+                                  kd_warmup_share=settings[f"{arch}.kd_warmup_share"])
+    return out
+
+
+def losses(settings: dict[str, Any]) -> dict[str, list[str]]:
+    """Distillation losses: name -> stage-2 flags (the demo runs ce, kd and dkd; make
+    results all). dkd, trkd and dualgroup take ``settings``; the rest are fixed controls."""
+    entropy = settings["dualgroup.binary_entropy"]
+    return {
+        "ce": ["--loss", "ce"],
+        "emb": ["--loss", "emb"],
+        "kd": ["--loss", "kd", "--temperature", "1"],
+        "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", _g(settings["dkd.beta"]),
+                "--temperature", _g(settings["dkd.temperature"])],
+        # controls: plain KD weighted like the paper's dkd total (alpha + beta = 3), and dkd
+        # with beta = alpha
+        "kd-w3": ["--loss", "kd", "--temperature", "1", "--kd-weight", "3"],
+        "dkd-b1": ["--loss", "dkd", "--alpha", "1", "--beta", "1", "--temperature", "1"],
+        # the setting later work compares with
+        "dkd-b8t4": ["--loss", "dkd", "--alpha", "1", "--beta", "8", "--temperature", "4"],
+        "trkd": ["--loss", "trkd", "--trkd-lambda-f", _g(settings["trkd.lambda_f"]),
+                 "--trkd-tau-end", _g(settings["trkd.tau_end"])],
+        "dualgroup": ["--loss", "dualgroup", *(() if entropy is None else
+                                               ("--dualgroup-binary-entropy", _g(entropy)))],
+    }
+
+
+TUNING = load_tuning()
+RECIPES = recipes(TUNING.settings)
+LOSSES = losses(TUNING.settings)
+
 
 def training_data_argv(root: Path, train: Path | None = None,
                        noise_present: bool = False) -> list[str]:
@@ -122,6 +207,17 @@ def training_data_argv(root: Path, train: Path | None = None,
         if noise_present or (root / name).exists():
             argv += [f"--{name}", str(root / name)]
     return argv
+
+
+def student_argv(cache: Path, data: list[str], arch: str, loss: str, epochs: int, seed: int,
+                 out: Path, settings: dict[str, Any] | None = None) -> list[str]:
+    """The ``stage2_student.train`` command of one student of the demo, ``make results`` or
+    the tuning grid (``settings``: other values than :data:`TUNING`'s)."""
+    recipe = RECIPES[arch] if settings is None else recipes(settings)[arch]
+    loss_argv = LOSSES[loss] if settings is None else losses(settings)[loss]
+    return ["-m", "stage2_student.train", "--cache", str(cache), *data, *recipe.argv(),
+            *loss_argv, *recipe.length_argv(epochs), "--seed", str(seed), "--workers", "0",
+            "--out", str(out)]
 
 
 def describe() -> str:

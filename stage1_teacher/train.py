@@ -206,7 +206,12 @@ Examples:
 @click.option("--views-per-utt", type=click.IntRange(min=1), default=None,
               help="Crops per utterance per epoch.")
 def cli(preset: str, out: Path, resume: bool, verbose: bool, **opts):
-    """Train a speaker-embedding teacher with AAM softmax on augmented crops."""
+    """Train a speaker-embedding teacher with AAM softmax on augmented crops.
+
+    The run evaluates itself (--eval-every, and after its last epoch) on the dev split when
+    the data has one (--data ROOT with dev/, or --dev/--dev-trials) and then never scores the
+    test trials; without a dev split, on the test split; with only --train, not at all.
+    """
     setup_logging(verbose)
     data = DataPaths.from_options(opts)
     base = PRESETS[preset]

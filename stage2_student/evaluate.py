@@ -38,10 +38,11 @@ from store.errors import UserError
 
 def evaluate_specs(models: dict[str, str], data: DataPaths, batch_size: int = BATCH_SIZE,
                    conditions: tuple[str, ...] = ("full",),
-                   seed: int = SEED) -> dict[str, VerificationResult]:
-    """name -> verification result of each model spec on the data's test trials; with
-    conditions other than a lone ``full``, names are ``NAME [CONDITION]``."""
-    manifest, trials = data.test_set()
+                   seed: int = SEED, split: str = "test") -> dict[str, VerificationResult]:
+    """name -> verification result of each model spec on the data's ``split`` trials (dev:
+    choosing settings; test: reporting); with conditions other than a lone ``full``, names
+    are ``NAME [CONDITION]``."""
+    manifest, trials = data.split(split)
     rate = manifest[0].sample_rate
     reader = AudioReader(rate)
     parsed = [Condition.parse(c, seed) for c in dict.fromkeys(conditions)]
@@ -132,13 +133,15 @@ Examples:
                    "or MUSAN noise (--musan) at 0/5/10 dB SNR.")
 @click.option("--condition-seed", type=int, default=SEED, show_default=True,
               help="Seed of the segment positions and noise draws.")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="test", show_default=True,
+              help="Which trials to score: dev (choosing settings) or test (reporting).")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(model_specs: tuple[str, ...], out: Path, batch_size: int, conditions: tuple[str, ...],
-        condition_seed: int, verbose: bool, **opts) -> None:
+        condition_seed: int, split: str, verbose: bool, **opts) -> None:
     """Score trials with each model; write a results table and a DET plot."""
     setup_logging(verbose)
     results = evaluate_specs(_named_specs(model_specs), DataPaths.from_options(opts),
-                             batch_size, conditions, condition_seed)
+                             batch_size, conditions, condition_seed, split)
     click.echo(write_report(results, out), nl=False)
 
 

@@ -18,9 +18,10 @@ paper's 20 of 150) unless ``--kd-warmup`` says otherwise.
 Every setting is checked against the cache before the first step; the resolved config is
 saved as ``config.json`` next to ``model.pt`` (``--config`` runs it again, any option given
 on the command line replacing its value), and the training history as ``results.json``, with
-the final evaluation and ``det.png`` when the data has a test set (pass only ``--train`` to
-skip it when another step evaluates the models together, as the demo does). Examples: see
-:data:`EXAMPLES` (``--help``).
+the final evaluation and ``det.png`` when the data has a dev or test split: the dev split
+when there is one (the test trials are then never scored in training), else the test split
+(pass only ``--train`` to skip it when another step evaluates the models together, as the
+demo does). Examples: see :data:`EXAMPLES` (``--help``).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def cache_identity(spec: StoreSpec) -> dict[str, Any]:
 def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path,
                   resume: bool) -> dict:
     """Train (or resume) one student into ``out``; returns the last epoch's statistics, with the
-    final evaluation when ``data`` has a test set."""
+    final evaluation when ``data`` has a dev split (else a test split)."""
     with TrainingRun(out, config.workers) as job:
         ctx = job.ctx
         manifest, sample_rate = job.training_manifest(data, check=False)
@@ -322,7 +323,12 @@ _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
 @loss_option_flags
 def cli(config_path: Path | None, cache: Path | None, out: Path, resume: bool, verbose: bool,
         **opts) -> None:
-    """Train a student of any architecture from the cached teacher soft labels."""
+    """Train a student of any architecture from the cached teacher soft labels.
+
+    The run evaluates itself (--eval-every, and after its last epoch) on the dev split when
+    the data has one (--data ROOT with dev/, or --dev/--dev-trials) and then never scores the
+    test trials; without a dev split, on the test split; with only --train, not at all.
+    """
     setup_logging(verbose)
     given = given_options(opts)
     data_given = {f.name: opts.pop(f.name) for f in fields(DataPaths)}

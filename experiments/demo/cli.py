@@ -2,20 +2,24 @@
 
 toy corpus -> teacher -> logits.zarr (+ store verify, replay verify) -> seven students
 (x-vector: ce, kd, dkd; ResNet34 and CAM++ at demo widths: ce, dkd; all from the one
-cache, run side by side, one thread each) -> one table (EER with a 95 % interval from a
-bootstrap over test speakers, minDCF at p=0.05 and 0.01) and a DET plot.
+cache, run side by side, one thread each) -> one table (parameters, EER with a 95 % interval
+from a bootstrap over test speakers, minDCF at p=0.05 and 0.01) and a DET plot.
 
-Every step is the README's command line run as a subprocess; a step whose output is
+Every step is the README's command line run as a subprocess (the evaluation runs that
+command's functions in-process, keeping the bootstrap replicates); a step whose output is
 already complete is skipped, and interrupted ones are continued with ``--resume``, so
 rerunning ``make demo`` after a kill picks up where it stopped. Each stage's wall and CPU
 seconds go to ``OUT/timings.json``; the run's page, ``OUT/demo.md``, and its DET plot,
 ``OUT/demo_det.png``, are written from what it measured; ``--publish-docs`` copies them
 into docs/.
 
-The settings were fixed before looking at the main run's test trials alone: ``--check``
-runs the pipeline again with another corpus seed and with another student seed (into
-``OUT/check-*``), and records each run's table in ``OUT/demo_checks.json``, which the page
-quotes.
+The students' settings are experiments/recipes.py's: chosen on the dev split by
+``scripts/tune.py`` (docs/tuning.json) where it has been run, else the values from before
+(the page says which); the test trials are scored once, at the end. ``--check`` runs the
+pipeline again with another corpus seed and with another student seed (into
+``OUT/check-*``) and records each run's results in ``OUT/demo_checks.json``; the page
+claims only what held in every recorded run made with the same recipes, and lists which
+runs exist.
 
 \b
 Examples:
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import click
 
-from experiments.demo.page import CHECKS, ordering, publish, times_lines, write_page
+from experiments.demo.page import CHECKS, ordering, publish, record, times_lines, write_page
 from experiments.demo.pipeline import SIZES, run_demo
 from store.atomic import atomic_write_text
 
@@ -92,9 +96,7 @@ def main(out: Path, quick: bool, workers: int, parallel: int, check: tuple[str, 
         atomic_write_text(run_out / "demo.json", json.dumps(settings, indent=2) + "\n")
         results[name] = run_demo(run_out, size, workers, parallel, corpus_seed, student_seed)
     if check:
-        path = out / CHECKS
-        recorded = json.loads(path.read_text()) if path.exists() else {}
-        atomic_write_text(path, json.dumps({**recorded, **results}, indent=2) + "\n")
+        record(out, results, asdict(size))
     table = (out / "results" / "results.md").read_text()
     times = json.loads((out / "timings.json").read_text())
     if not no_doc:

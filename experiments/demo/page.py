@@ -1,6 +1,15 @@
-"""The demo's page: its table, the claims it makes, its stage times and how its settings
-were checked, written as ``OUT/demo.md`` beside its DET plot ``OUT/demo_det.png`` (paths in
-the page are relative to it, so the two can be published into docs/ together).
+"""The demo's page: its table (with each model's parameters), the claims it makes and in how
+many of its runs each held, its stage times and where its settings come from, written as
+``OUT/demo.md`` beside its DET plot ``OUT/demo_det.png`` (paths in the page are relative to
+it, so the two can be published into docs/ together).
+
+The runs a claim is counted over: this run (``main``) and the seed checks recorded with the
+same recipes and sizes (``--check corpus``: another corpus seed; ``--check student``: another student
+seed on the same cache; ``OUT/demo_checks.json``, else the published docs/demo_checks.json).
+DKD against CE is judged per run by the paired speaker bootstrap
+(:func:`speaker.evaluation.compare.hierarchical_difference` with one seed a side, and its
+:func:`~speaker.evaluation.compare.verdict`) where the run kept its bootstrap replicates,
+else by whether the two 95 % intervals are apart.
 
 Example::
 
@@ -11,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,12 +28,22 @@ from pathlib import Path
 from experiments.demo.pipeline import STORE_FEATURES
 from experiments.machine import machine
 from experiments.paths import DOCS
-from experiments.recipes import TEACHER_RECIPE, describe
+from experiments.recipes import LOSSES, TEACHER_RECIPE, TUNING, describe
 from experiments.size import Size
 from store.atomic import atomic_path, atomic_write_text
 
 PAGE, PLOT, CHECKS = "demo.md", "demo_det.png", "demo_checks.json"
 ARCHS = ("xvector", "resnet34", "campp")
+# the demo's runs: name -> the --check that makes it (None: every run of the demo)
+RUNS = {"main": None, "corpus seed 1": "corpus", "student seed 1": "student"}
+
+
+def setup_id(size: dict) -> str:
+    """A short digest of the students' recipes and the demo's size (``demo.json`` without
+    its seeds): a recorded check counts only when it was made with the same ones."""
+    same = {k: v for k, v in size.items() if k not in ("corpus_seed", "student_seed")}
+    text = json.dumps({"recipes": TUNING.settings, "size": same}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def ordering(results: dict[str, dict]) -> dict[str, bool]:
@@ -40,15 +60,51 @@ def ordering(results: dict[str, dict]) -> dict[str, bool]:
     }
 
 
-def dkd_vs_ce_noise(results: dict[str, dict]) -> str:
-    """Which DKD-vs-CE differences exceed the noise: the 95 % intervals of the two do not
-    overlap (conservative; a paired bootstrap would resolve smaller differences)."""
-    archs = sorted({n.rsplit("-", 1)[0] for n in results if n != "teacher"})
-    beyond = [a for a in archs
-              if results[f"{a}-dkd"]["eer_ci95_high"] < results[f"{a}-ce"]["eer_ci95_low"]]
-    within = [a for a in archs if a not in beyond]
-    return (f"DKD vs CE beyond the noise (95 % intervals apart): {', '.join(beyond) or 'none'}; "
-            f"within noise: {', '.join(within) or 'none'}")
+def dkd_vs_ce(results: dict[str, dict], arch: str) -> tuple[str, str]:
+    """One run's DKD-vs-CE verdict for ``arch``: ("lower" | "higher" | "within noise", the
+    test used): the paired speaker bootstrap where both kept replicates, else the 95 %
+    intervals (apart or not)."""
+    dkd, ce = results[f"{arch}-dkd"], results[f"{arch}-ce"]
+    if "eer_boot" in dkd and "eer_boot" in ce:
+        from speaker.evaluation.compare import hierarchical_difference, verdict
+
+        d = hierarchical_difference([dkd["eer_boot"]], [ce["eer_boot"]], [dkd["eer"]],
+                                    [ce["eer"]])
+        word = "within noise" if verdict(d) != "different" else (
+            "lower" if d.diff < 0 else "higher")
+        return word, "paired speaker bootstrap, 95 %"
+    if dkd["eer_ci95_high"] < ce["eer_ci95_low"]:
+        return "lower", "95 % intervals apart"
+    if ce["eer_ci95_high"] < dkd["eer_ci95_low"]:
+        return "higher", "95 % intervals apart"
+    return "within noise", "95 % intervals overlap"
+
+
+def claim_lines(runs: dict[str, dict[str, dict]]) -> list[str]:
+    """The page's claims over ``runs`` (name -> results): each "holds in k of n runs" (or
+    not), and DKD below CE per architecture beyond the noise in every run, or "within
+    noise"."""
+    n = len(runs)
+    held = {name: ordering(res) for name, res in runs.items()}
+    lines = []
+    for claim in held["main"]:
+        ok = [name for name in runs if held[name][claim]]
+        miss = [name for name in runs if name not in ok]
+        lines.append(f"- {claim}: holds in {len(ok)} of {n} runs"
+                     + (f" (not in: {', '.join(miss)})" if miss else ""))
+    for arch in ARCHS:
+        if f"{arch}-dkd" not in runs["main"]:
+            continue
+        verdicts = {name: dkd_vs_ce(res, arch) for name, res in runs.items()}
+        lower = sum(v == "lower" for v, _ in verdicts.values())
+        tests = sorted({t for _, t in verdicts.values()})
+        status = (f"holds in {lower} of {n} runs" if lower == n
+                  else "within noise" if not any(v == "higher" for v, _ in verdicts.values())
+                  else "does not hold (CE lower beyond the noise in a run)")
+        detail = "; ".join(f"{name}: {v}" for name, (v, _) in verdicts.items())
+        lines.append(f"- {arch}: DKD below CE beyond the noise: {status} ({detail}; test: "
+                     f"{', '.join(tests)})")
+    return lines
 
 
 def times_lines(times: dict[str, dict[str, float]]) -> list[str]:
@@ -64,12 +120,66 @@ def times_lines(times: dict[str, dict[str, float]]) -> list[str]:
             f"Students (wall s each, two at a time): {per_student}."]
 
 
+def with_params(table: str, results: dict[str, dict]) -> str:
+    """The evaluation's table with a parameter column (millions) after the model's name."""
+    lines = table.rstrip("\n").splitlines()
+    out = [lines[0].replace("| model |", "| model | params (M) |", 1),
+           lines[1].replace("|---|", "|---|---:|", 1)]
+    for line in lines[2:]:
+        name = line.split("|")[1].strip()
+        params = results.get(name, {}).get("params")
+        out.append(line.replace(f"| {name} |", f"| {name} | "
+                                f"{'-' if params is None else f'{params / 1e6:.2f}'} |", 1))
+    return "\n".join(out)
+
+
+def record(out: Path, results: dict[str, dict[str, dict]], size: dict) -> None:
+    """Add this invocation's runs to OUT/demo_checks.json, each with :func:`setup_id`."""
+    path = out / CHECKS
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded.update({name: {"setup": setup_id(size), "models": res}
+                     for name, res in results.items()})
+    atomic_write_text(path, json.dumps(recorded, indent=1) + "\n")
+
+
 def recorded_checks(out: Path) -> dict[str, dict]:
-    """The seed checks recorded in OUT (``--check``), else the published ones in docs/."""
+    """The seed checks recorded in OUT (``--check``), else the published ones in docs/:
+    name -> {"setup": :func:`setup_id` or None (recorded before it), "models": results}."""
     for path in (out / CHECKS, DOCS / CHECKS):
         if path.exists():
-            return json.loads(path.read_text())
+            return {name: rec if "models" in rec else {"setup": None, "models": rec}
+                    for name, rec in json.loads(path.read_text()).items()}
     return {}
+
+
+def checks_table(main: dict[str, dict], checks: dict[str, dict], setup: str
+                 ) -> tuple[list[str], dict]:
+    """The table of the demo's runs (which exist, which are counted: made with ``setup``)
+    and the counted runs."""
+    claims = list(ordering(main))
+    counted = {"main": main}
+    lines = ["| run | counted | " + " | ".join(claims) + " | EER teacher; CE / DKD (%) |",
+             "|---|---|" + "---|" * (len(claims) + 1)]
+    for name, flag in RUNS.items():
+        rec = checks.get(name)
+        if name == "main":
+            res, why = main, "yes (this run)"
+        elif rec is None:
+            lines.append(f"| {name} | not run (`python scripts/demo.py --check {flag}`) |"
+                         + " |" * (len(claims) + 1))
+            continue
+        elif rec["setup"] != setup:
+            res, why = rec["models"], "no: recorded with other recipes or sizes"
+        else:
+            res, why = rec["models"], "yes"
+            counted[name] = res
+        ok = ordering(res)
+        eers = "; ".join(f"{a}: {100 * res[f'{a}-ce']['eer']:.1f} / "
+                         f"{100 * res[f'{a}-dkd']['eer']:.1f}" for a in ARCHS)
+        lines.append(f"| {name} | {why} | " + " | ".join("yes" if v else "no"
+                                                         for v in ok.values())
+                     + f" | {100 * res['teacher']['eer']:.1f}; {eers} |")
+    return lines, counted
 
 
 def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Path:
@@ -77,9 +187,13 @@ def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Pat
     with atomic_path(out / PLOT) as tmp:
         tmp.write_bytes((out / "results" / "det.png").read_bytes())
     results = json.loads((out / "results" / "results.json").read_text())
+    kept = out / "results" / "models.json"
+    if kept.exists():
+        results = {n: {**r, **json.loads(kept.read_text()).get(n, {})} for n, r in results.items()}
     settings = json.loads((out / "demo.json").read_text())
-    claims = ordering(results)
-    checks = recorded_checks(out)
+    setup = setup_id(settings)
+    rows, counted = checks_table(results, recorded_checks(out), setup)
+    dkd, kd = LOSSES["dkd"], LOSSES["kd"]
     lines = [
         "# `make demo`: one full run",
         "",
@@ -102,46 +216,42 @@ def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Pat
         f"- Students, all from that cache, seed {settings['student_seed']}, epochs "
         + ", ".join(f"{a} {e}" for a, e in size.student_epochs)
         + f" ({describe()}; experiments/recipes.py); `ce` = AAM cross-entropy alone, "
-        "`kd` = CE + KD (T 1), `dkd` = CE + DKD (alpha 1, beta 2, T 1).",
+        f"`kd` = CE + KD (`{' '.join(kd[2:])}`), `dkd` = CE + DKD (`{' '.join(dkd[2:])}`).",
+        f"- Recipes: {TUNING.source}. The test trials below are scored "
+        "once, for these settings.",
         "",
         "## Results",
         "",
         "EER with its 95 % interval from 1,000 bootstrap resamplings of the test speakers "
-        "(a speaker's trials go together); minDCF normalised, c_miss = c_fa = 1.",
+        "(a speaker's trials go together); minDCF normalised, c_miss = c_fa = 1; parameters "
+        "of the embedding model (no classifier).",
         "",
-        table.rstrip("\n"),
+        with_params(table, results),
         "",
         f"![DET curves]({PLOT})",
         "",
-        *[f"- {claim}: {'yes' if ok else '**no**'}" for claim, ok in claims.items()],
-        f"- {dkd_vs_ce_noise(results)}",
+        "## What holds",
+        "",
+        f"Each claim over the {len(counted)} run(s) counted below (this run and the seed "
+        f"checks recorded with the same recipes and sizes, `{setup}`); a claim is made only where it holds in "
+        "every one of them, and DKD's lead over CE only where it is beyond the noise in "
+        "every one.",
+        "",
+        *claim_lines(counted),
         "",
         "## Time per stage",
         "",
         *times_lines(times),
         "",
-        "## How the settings were checked",
+        "## The runs",
+        "",
+        "The seed checks rerun the whole pipeline with another corpus seed (new speakers, new "
+        "test trials) and the students with another seed on the same cache; they record "
+        f"their results in {CHECKS}, which this page reads.",
+        "",
+        *rows,
         "",
     ]
-    how = ("the whole pipeline again with another corpus seed (new speakers, new test "
-           "trials: `python scripts/demo.py --check corpus`) and the students again with "
-           "another seed on the same cache (`--check student`)")
-    if checks:
-        lines += [f"Not on this run's test trials alone: {how}. The three claims for each "
-                  f"recorded run ({CHECKS}):", ""]
-        lines += ["| run | " + " | ".join(claims) + " | EER teacher / CE / DKD (%) |",
-                  "|---|" + "---|" * (len(claims) + 1)]
-        for name, res in checks.items():
-            ok = ordering(res)
-            eers = "; ".join(
-                f"{a}: {100 * res[f'{a}-ce']['eer']:.1f} / {100 * res[f'{a}-dkd']['eer']:.1f}"
-                for a in ARCHS)
-            lines.append(f"| {name} | " + " | ".join("yes" if v else "no" for v in ok.values())
-                         + f" | {100 * res['teacher']['eer']:.1f}; {eers} |")
-    else:
-        lines.append(f"**Not checked yet.** The check is {how}; it records its runs in "
-                     f"{CHECKS}, which this page then quotes.")
-    lines.append("")
     page = out / PAGE
     atomic_write_text(page, "\n".join(lines))
     return page

@@ -2,10 +2,12 @@
 -> seven students (x-vector: ce, kd, dkd; ResNet34 and CAM++ at demo widths: ce, dkd; all
 from the one cache, run side by side, one thread each) -> one evaluation of every model.
 
-Every step is the README's command line run as a subprocess; a step whose output is
-already complete is skipped, and interrupted ones are continued with ``--resume``, so
-rerunning after a kill picks up where it stopped. Each stage's wall and CPU seconds go to
-``OUT/timings.json``.
+Every step is the README's command line run as a subprocess (the evaluation: that command's
+functions in this process, to keep the bootstrap replicates); a step whose output is already
+complete is skipped, and interrupted ones are continued with ``--resume``, so rerunning
+after a kill picks up where it stopped. Each stage's wall and CPU seconds go to
+``OUT/timings.json``. The students' recipes are experiments.recipes' (docs/tuning.json's
+values, chosen on the dev split, where it exists).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from experiments.recipes import LOSSES, RECIPES, TEACHER_RECIPE, training_data_argv
+from experiments.recipes import RECIPES, TEACHER_RECIPE, student_argv, training_data_argv
 from experiments.runs import Layout, Run
 from experiments.scheduler import Scheduler, plan_lanes
 from experiments.size import Size
@@ -104,12 +106,8 @@ def student_runs(out: Path, cache: Path, data: list[str], size: Size,
         recipe, epochs = RECIPES[arch], size.epochs(arch)
         for loss in losses:
             name = f"{arch}-{loss}"
-            argv = [
-                "-m", "stage2_student.train", "--cache", str(cache), *data,
-                *recipe.argv(), *LOSSES[loss], *recipe.length_argv(epochs),
-                "--seed", str(student_seed),
-                "--workers", "0", "--out", str(out / "students" / name),
-            ]
+            argv = student_argv(cache, data, arch, loss, epochs, student_seed,
+                                out / "students" / name)
             runs[name] = Run(name, "student", argv,
                              est_s=recipe.train_seconds(epochs * rows * size.crop_seconds))
     return runs
@@ -143,12 +141,12 @@ def run_students(out: Path, runs: dict[str, Run], parallel: int, stages: Stages)
                                    "rerun to resume")
 
 
-def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: int = 0,
-             student_seed: int = 0) -> dict[str, dict]:
-    """The pipeline into ``out``; -> the evaluation summaries (results.json)."""
+def build_inputs(out: Path, size: Size, workers: int, parallel: int, stages: Stages,
+                 corpus_seed: int = 0) -> tuple[Path, Path, Path]:
+    """The corpus, teacher and verified cache in ``out`` (done steps skipped); -> (corpus
+    root, teacher checkpoint, cache): what the students (and ``scripts/tune.py``) train on."""
     toy, teacher, cache = out / "toy", out / "teacher", out / "logits.zarr"
     data = ["--data", str(toy)]
-    stages = Stages(out / "timings.json")
     if not (toy / "toy.json").exists():
         step("synthetic corpus", [
             "-m", "speaker.toy", "--speakers", str(size.speakers),
@@ -179,13 +177,52 @@ def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: in
         step("replay verify", ["-m", "stage1_teacher.verify", str(cache), "--teacher", model,
                                *data, "--rows", "64"], stages, "verify")
         atomic_write_text(out / "verify.txt", "store and replay verified\n")
+    return toy, teacher / "model.pt", cache
+
+
+def run_demo(out: Path, size: Size, workers: int, parallel: int, corpus_seed: int = 0,
+             student_seed: int = 0) -> dict[str, dict]:
+    """The pipeline into ``out``; -> the evaluation summaries (results.json)."""
+    stages = Stages(out / "timings.json")
+    toy, model, cache = build_inputs(out, size, workers, parallel, stages, corpus_seed)
     # the models are trained without the test set and evaluated together at the end
     runs = student_runs(out, cache, training_data_argv(toy), size, student_seed)
     run_students(out, runs, parallel, stages)
-    models = {"teacher": model,
+    models = {"teacher": str(model),
               **{n: str(out / "students" / n / "model.pt") for n in SHOWN if n in runs}}
     stages.times.pop("evaluate", None)  # evaluation always reruns: time this run's
-    step("evaluate", ["-m", "stage2_student.evaluate", *data, "--out", str(out / "results"),
-                      *[a for name, path in models.items() for a in ("--model", f"{name}={path}")]],
-         stages, "evaluate")
-    return json.loads((out / "results" / "results.json").read_text())
+    return evaluate(out / "results", models, toy, parallel, stages)
+
+
+def evaluate(out: Path, models: dict[str, str], toy: Path, threads: int,
+             stages: Stages) -> dict[str, dict]:
+    """Every model on the test trials in one batched pass: what ``python -m
+    stage2_student.evaluate --data TOY --out OUT --model ...`` writes (results.json,
+    results.md, det.png), run in this process with its functions so that each model's EERs
+    on the shared speaker-bootstrap replicates are kept, with its parameter count, in
+    ``OUT/models.json`` (the page's paired DKD-vs-CE verdicts read them); -> name -> the
+    summary, ``params`` and ``eer_boot``."""
+    import torch
+
+    from experiments.evaluation import BOOT_SEED, N_BOOT
+    from speaker.evaluation.metrics import bootstrap_eers
+    from speaker.io.paths import DataPaths
+    from speaker.models import count_parameters
+    from speaker.models.checkpoint import load_checkpoint
+    from stage2_student.evaluate import evaluate_specs, write_report
+
+    log.info("evaluate: %d models on the test trials of %s", len(models), toy)
+    t0, c0 = time.perf_counter(), time.process_time()
+    torch.set_num_threads(threads)
+    paths = {name: Path(path) for name, path in models.items()}
+    results = evaluate_specs({name: str(path) for name, path in paths.items()},
+                             DataPaths(data=toy))
+    write_report(results, out)
+    kept = {name: {"params": count_parameters(load_checkpoint(paths[name]).model),
+                   "eer_boot": [round(float(e), 5) for e in bootstrap_eers(
+                       r.scores, r.labels, *r.speakers, n_boot=N_BOOT, seed=BOOT_SEED)]}
+            for name, r in results.items()}
+    atomic_write_text(out / "models.json", json.dumps(kept) + "\n")
+    stages.record("evaluate", time.perf_counter() - t0, time.process_time() - c0)
+    summaries = json.loads((out / "results.json").read_text())
+    return {name: {**summaries[name], **kept[name]} for name in results}

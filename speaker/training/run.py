@@ -2,13 +2,13 @@
 around its own data and loss.
 
 A :class:`TrainingRun` joins the (torchrun) process group, refuses an ``--out`` that is not
-a folder, reads and checks the training and test audio, builds model + AAM head, and --
-only once everything that can be checked has been -- takes the run directory's lock (one
-writer per directory, keyed by its resolved path: :class:`store.lock.StoreLock`), refuses
-to overwrite a checkpoint without ``--resume``, resumes, and writes ``config.json``;
-:meth:`TrainingRun.finish` writes ``results.json`` last, so its presence says the run
-finished. The stages keep what is their own: where batches come from, the step loss, what
-their config holds.
+a folder, reads and checks the training and evaluation audio (the dev split, else the test
+split), builds model + AAM head, and -- only once everything that can be checked has been --
+takes the run directory's lock (one writer per directory, keyed by its resolved path:
+:class:`store.lock.StoreLock`), refuses to overwrite a checkpoint without ``--resume``,
+resumes, and writes ``config.json``; :meth:`TrainingRun.finish` writes ``results.json``
+last, so its presence says the run finished. The stages keep what is their own: where
+batches come from, the step loss, what their config holds.
 
 Example::
 
@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,13 @@ from store.atomic import write_json
 from store.errors import UserError
 from store.lock import StoreLock
 
+log = logging.getLogger("speaker.training")
+
 
 class Evaluator:
-    """The test-set evaluation a :class:`Trainer` runs (EER etc. of the embedding model);
-    ``last`` keeps the latest full result."""
+    """The evaluation a :class:`Trainer` runs (EER etc. of the embedding model on the dev
+    split, else the test split: :meth:`TrainingRun.evaluator`); ``last`` keeps the latest
+    full result."""
 
     def __init__(self, manifest: Manifest, trials: list, reader: AudioReader, device: str):
         self.manifest, self.trials, self.reader, self.device = manifest, trials, reader, device
@@ -75,6 +79,7 @@ class TrainingRun:
         self.ctx = init_distributed()
         intra_op_threads(0, workers, self.ctx)  # leave the cores the loader workers use
         self._lock: StoreLock | None = None
+        self.eval_split: str | None = None  # "dev" or "test" once evaluator() chose one
 
     def __enter__(self) -> TrainingRun:
         return self
@@ -95,11 +100,22 @@ class TrainingRun:
 
     def evaluator(self, data: DataPaths, sample_rate: int, reader: AudioReader
                   ) -> Evaluator | None:
-        """The test-set evaluation (its audio checked), or None when the data has none."""
-        if not data.has_test:
+        """The run's own evaluation (its audio checked): on the dev split when the data has
+        one -- a training run never scores the test trials then (a given test trial list is
+        only read, so bad input is still refused before the first step) -- else on the test
+        split, else None. ``results.json`` records the split as ``eval_split``."""
+        if data.has_dev:
+            if data.has_test:
+                data.test_set()
+            self.eval_split = "dev"
+        elif data.has_test:
+            self.eval_split = "test"
+        else:
             return None
-        manifest, trials = data.test_set()
-        check_audio(manifest, sample_rate, "test manifest")
+        manifest, trials = data.split(self.eval_split)
+        check_audio(manifest, sample_rate, f"{self.eval_split} manifest")
+        log.info("evaluating on the %s split (%d trials)%s", self.eval_split, len(trials),
+                 "; the test trials are not scored" if self.eval_split == "dev" else "")
         return Evaluator(manifest, trials, reader, self.ctx.device)
 
     @staticmethod
@@ -144,5 +160,6 @@ class TrainingRun:
         """Write ``results.json`` (last: its presence says the run finished) and leave the
         process group."""
         if self.ctx.is_main:
-            write_json(self.out / "results.json", {"history": history, "final": final})
+            write_json(self.out / "results.json", {"history": history, "final": final,
+                                                   "eval_split": self.eval_split})
         shutdown_distributed()

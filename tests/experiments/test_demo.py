@@ -47,7 +47,13 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
         assert times[stage]["wall_s"] > 0 and f"| {stage} |" in first.stdout
     assert DOC.read_bytes() == doc_before
     written = (out / "demo.md").read_text()
-    assert table.rstrip("\n") in written and "![DET curves](demo_det.png)" in written
+    assert "| model | params (M) | EER (%)" in written and "![DET curves](demo_det.png)" in written
+    assert all(f"| {name} | " in written for name in MODELS)
+    kept = json.loads((out / "results" / "models.json").read_text())
+    assert sorted(kept) == sorted(MODELS) and all(m["params"] > 0 and m["eer_boot"]
+                                                  for m in kept.values())
+    assert "holds in 1 of 1 runs" in written or "not in: main" in written
+    assert "| corpus seed 1 | " in written and "| student seed 1 | " in written
     assert str(tmp_path) not in written and (out / "demo_det.png").stat().st_size > 0
 
     checkpoints = {p: p.stat().st_mtime_ns for p in out.rglob("model.pt")}
@@ -107,43 +113,65 @@ def test_ordering_claims():
     assert list(page.ordering(bad).values()) == [False, False, False]
 
 
-def test_dkd_vs_ce_is_beyond_noise_only_when_the_intervals_are_apart():
-    def model(low, high):
-        return {"eer": (low + high) / 2, "eer_ci95_low": low, "eer_ci95_high": high}
-
-    results = {"teacher": model(0.05, 0.10),
-               "xvector-ce": model(0.20, 0.30), "xvector-dkd": model(0.10, 0.19),  # apart
-               "campp-ce": model(0.20, 0.30), "campp-dkd": model(0.15, 0.21)}  # overlapping
-    assert page.dkd_vs_ce_noise(results) == (
-        "DKD vs CE beyond the noise (95 % intervals apart): xvector; within noise: campp")
+def _model(eer, low, high, boot=None):
+    m = {"eer": eer, "eer_ci95_low": low, "eer_ci95_high": high}
+    return m if boot is None else {**m, "eer_boot": boot}
 
 
-def test_the_page_is_written_in_out_with_relative_paths_and_published_only_on_request(
-        tmp_path: Path, monkeypatch):
-    def model(eer):
-        return {"eer": eer, "eer_ci95_low": eer - 0.01, "eer_ci95_high": eer + 0.01}
+def test_dkd_vs_ce_by_paired_bootstrap_else_by_intervals():
+    import numpy as np
 
-    out, docs = tmp_path / "demo", tmp_path / "docs"
-    (out / "results").mkdir(parents=True)
-    docs.mkdir()
-    results = {"teacher": model(0.10), **{f"{a}-{loss}": model(0.2 if loss == "ce" else 0.15)
-                                          for a in page.ARCHS for loss in ("ce", "dkd")}}
-    (out / "results" / "results.json").write_text(json.dumps(results))
-    (out / "results" / "det.png").write_bytes(b"png")
-    (out / "demo.json").write_text(json.dumps({"corpus_seed": 0, "student_seed": 0}))
-    monkeypatch.setattr(page, "DOCS", docs)
-    times = {"corpus": {"wall_s": 1.0, "cpu_s": 1.0}, "student xvector-ce": {"wall_s": 2.0}}
-    written = page.write_page(out, SIZES["full"], "| table |\n", times, "0.1, 0.2, 0.3")
-    text = written.read_text()
-    assert written == out / "demo.md" and (out / "demo_det.png").read_bytes() == b"png"
-    assert str(tmp_path) not in text and "](demo_det.png)" in text and "| table |" in text
-    assert "Not checked yet" in text and not list(docs.iterdir())
-    assert page.publish(out) == [docs / "demo.md", docs / "demo_det.png"]
-    assert (docs / "demo.md").read_text() == text
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.03, 200)  # the speaker resampling moves both models together
+    ce = _model(0.20, 0.15, 0.26, list(0.20 + shared))
+    apart = {"xvector-ce": ce, "xvector-dkd": _model(0.18, 0.13, 0.24, list(0.18 + shared))}
+    # the intervals overlap, but the paired difference is 2 points in every replicate
+    assert page.dkd_vs_ce(apart, "xvector") == ("lower", "paired speaker bootstrap, 95 %")
+    noisy = {"xvector-ce": ce, "xvector-dkd": _model(
+        0.19, 0.14, 0.25, list(0.19 + shared + rng.normal(0, 0.03, 200)))}
+    assert page.dkd_vs_ce(noisy, "xvector")[0] == "within noise"
+    no_boot = {"xvector-ce": _model(0.25, 0.20, 0.30), "xvector-dkd": _model(0.15, 0.10, 0.19)}
+    assert page.dkd_vs_ce(no_boot, "xvector") == ("lower", "95 % intervals apart")
 
 
-def test_publish_docs_is_refused_for_a_quick_run(tmp_path: Path):
-    bad = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "d"), "--quick",
-                          "--publish-docs"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--publish-docs" in bad.stderr
-    assert not (tmp_path / "d").exists()
+def test_claims_count_the_runs_they_hold_in():
+    def run(teacher, ce, dkd):
+        return {"teacher": _model(teacher, 0, 1),
+                **{f"{a}-ce": _model(ce, ce - 0.01, ce + 0.01) for a in page.ARCHS},
+                **{f"{a}-dkd": _model(dkd, dkd - 0.01, dkd + 0.01) for a in page.ARCHS}}
+
+    lines = page.claim_lines({"main": run(0.10, 0.20, 0.15), "corpus seed 1": run(0.10, 0.20, 0.15),
+                              "student seed 1": run(0.10, 0.20, 0.21)})
+    assert "- teacher >= 3 points ahead of every CE student: holds in 3 of 3 runs" in lines
+    assert ("- DKD below CE for every architecture: holds in 2 of 3 runs (not in: student "
+            "seed 1)") in lines
+    assert any(line.startswith("- xvector: DKD below CE beyond the noise: within noise")
+               for line in lines)
+    one = page.claim_lines({"main": run(0.10, 0.20, 0.15)})
+    assert any(line.startswith("- campp: DKD below CE beyond the noise: holds in 1 of 1 runs")
+               for line in one)
+
+
+def test_checks_table_lists_every_run_and_counts_only_same_recipes():
+    res = {"teacher": _model(0.1, 0, 1),
+           **{f"{a}-{loss}": _model(0.2, 0.1, 0.3) for a in page.ARCHS for loss in ("ce", "dkd")}}
+    setup = page.setup_id({"speakers": 200, "corpus_seed": 0})
+    assert setup == page.setup_id({"speakers": 200, "corpus_seed": 1})  # seeds left out
+    checks = {"corpus seed 1": {"setup": page.setup_id({"speakers": 16}), "models": res}}
+    rows, counted = page.checks_table(res, checks, setup)
+    assert list(counted) == ["main"]
+    assert any("| corpus seed 1 | no: recorded with other recipes or sizes |" in r for r in rows)
+    assert any("| student seed 1 | not run (`python scripts/demo.py --check student`) |" in r
+               for r in rows)
+    rows, counted = page.checks_table(res, {"corpus seed 1": {"setup": setup, "models": res}},
+                                      setup)
+    assert list(counted) == ["main", "corpus seed 1"]
+
+
+def test_table_gets_a_params_column():
+    table = ("| model | EER (%) | 95 % CI |\n|---|---|---|\n| teacher | 13.99 | 10.0 - 19.0 |\n"
+             "| xvector-ce | 18.39 | 13.6 - 23.3 |\n")
+    out = page.with_params(table, {"teacher": {"params": 2_500_000}, "xvector-ce": {}})
+    assert out.splitlines() == ["| model | params (M) | EER (%) | 95 % CI |",
+                                "|---|---:|---|---|", "| teacher | 2.50 | 13.99 | 10.0 - 19.0 |",
+                                "| xvector-ce | - | 18.39 | 13.6 - 23.3 |"]

@@ -35,9 +35,6 @@ def test_report_for_a_teacher_and_a_student(student_cache, student_run, tmp_path
                           "min_dcf_0.05"}
         assert all(0.0 <= v <= 1.0 for v in s.values())
         assert s["eer_ci95_low"] <= s["eer_ci95_high"]
-    # the same embeddings, scores and metrics as the runs' own final evaluations
-    assert summaries["teacher"]["eer"] == final_eer(student_cache.teacher.parent)
-    assert summaries["xvector-dkd"]["eer"] == final_eer(student_run.out)
 
     table = (out / "results.md").read_text()
     assert result.stdout == table
