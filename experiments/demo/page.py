@@ -121,15 +121,18 @@ def times_lines(times: dict[str, dict[str, float]]) -> list[str]:
 
 
 def with_params(table: str, results: dict[str, dict]) -> str:
-    """The evaluation's table with a parameter column (millions) after the model's name."""
+    """The evaluation's table with what each model costs after its name: parameters
+    (millions) and the latency of one 2-s utterance (ms; one thread, batch 1, eager)."""
     lines = table.rstrip("\n").splitlines()
-    out = [lines[0].replace("| model |", "| model | params (M) |", 1),
-           lines[1].replace("|---|", "|---|---:|", 1)]
+    out = [lines[0].replace("| model |", "| model | params (M) | 2-s latency (ms) |", 1),
+           lines[1].replace("|---|", "|---|---:|---:|", 1)]
     for line in lines[2:]:
         name = line.split("|")[1].strip()
         params = results.get(name, {}).get("params")
+        latency = results.get(name, {}).get("latency_2s_ms")
         out.append(line.replace(f"| {name} |", f"| {name} | "
-                                f"{'-' if params is None else f'{params / 1e6:.2f}'} |", 1))
+                                f"{'-' if params is None else f'{params / 1e6:.2f}'} | "
+                                f"{'-' if latency is None else f'{latency:.1f}'} |", 1))
     return "\n".join(out)
 
 
@@ -224,7 +227,9 @@ def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Pat
         "",
         "EER with its 95 % interval from 1,000 bootstrap resamplings of the test speakers "
         "(a speaker's trials go together); minDCF normalised, c_miss = c_fa = 1; parameters "
-        "of the embedding model (no classifier).",
+        "of the embedding model (no classifier); latency of one 2-s utterance on one thread, "
+        "batch 1, torch eager, median of 5 after a warm-up, on this run's machine and load "
+        "(the other runtimes and lengths: docs/models.md).",
         "",
         with_params(table, results),
         "",

@@ -201,7 +201,8 @@ def evaluate(out: Path, models: dict[str, str], toy: Path, threads: int,
     results.md, det.png), run in this process with its functions so that each model's EERs
     on the shared speaker-bootstrap replicates are kept, with its parameter count, in
     ``OUT/models.json`` (the page's paired DKD-vs-CE verdicts read them); -> name -> the
-    summary, ``params`` and ``eer_boot``."""
+    summary, ``params``, ``latency_2s_ms`` (one thread, batch 1, eager, median of 5 after a
+    warm-up) and ``eer_boot``."""
     import torch
 
     from experiments.evaluation import BOOT_SEED, N_BOOT
@@ -209,6 +210,8 @@ def evaluate(out: Path, models: dict[str, str], toy: Path, threads: int,
     from speaker.io.paths import DataPaths
     from speaker.models import count_parameters
     from speaker.models.checkpoint import load_checkpoint
+    from speaker.models.export import example_input
+    from speaker.models.profile import median_ms
     from stage2_student.evaluate import evaluate_specs, write_report
 
     log.info("evaluate: %d models on the test trials of %s", len(models), toy)
@@ -218,10 +221,15 @@ def evaluate(out: Path, models: dict[str, str], toy: Path, threads: int,
     results = evaluate_specs({name: str(path) for name, path in paths.items()},
                              DataPaths(data=toy))
     write_report(results, out)
-    kept = {name: {"params": count_parameters(load_checkpoint(paths[name]).model),
+    nets = {name: load_checkpoint(path).model.eval() for name, path in paths.items()}
+    torch.set_num_threads(1)  # the latency column: one thread, batch 1, as docs/models.md
+    kept = {name: {"params": count_parameters(nets[name]),
+                   "latency_2s_ms": round(median_ms(nets[name], example_input(
+                       nets[name].input_kind, 2.0), repeats=5), 1),
                    "eer_boot": [round(float(e), 5) for e in bootstrap_eers(
                        r.scores, r.labels, *r.speakers, n_boot=N_BOOT, seed=BOOT_SEED)]}
             for name, r in results.items()}
+    torch.set_num_threads(threads)
     atomic_write_text(out / "models.json", json.dumps(kept) + "\n")
     stages.record("evaluate", time.perf_counter() - t0, time.process_time() - c0)
     summaries = json.loads((out / "results.json").read_text())

@@ -47,7 +47,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
         assert times[stage]["wall_s"] > 0 and f"| {stage} |" in first.stdout
     assert DOC.read_bytes() == doc_before
     written = (out / "demo.md").read_text()
-    assert "| model | params (M) | EER (%)" in written and "![DET curves](demo_det.png)" in written
+    assert "| model | params (M) | 2-s latency (ms) | EER (%)" in written and "![DET curves](demo_det.png)" in written
     assert all(f"| {name} | " in written for name in MODELS)
     kept = json.loads((out / "results" / "models.json").read_text())
     assert sorted(kept) == sorted(MODELS) and all(m["params"] > 0 and m["eer_boot"]
@@ -168,10 +168,12 @@ def test_checks_table_lists_every_run_and_counts_only_same_recipes():
     assert list(counted) == ["main", "corpus seed 1"]
 
 
-def test_table_gets_a_params_column():
+def test_table_gets_params_and_latency_columns():
     table = ("| model | EER (%) | 95 % CI |\n|---|---|---|\n| teacher | 13.99 | 10.0 - 19.0 |\n"
              "| xvector-ce | 18.39 | 13.6 - 23.3 |\n")
-    out = page.with_params(table, {"teacher": {"params": 2_500_000}, "xvector-ce": {}})
-    assert out.splitlines() == ["| model | params (M) | EER (%) | 95 % CI |",
-                                "|---|---:|---|---|", "| teacher | 2.50 | 13.99 | 10.0 - 19.0 |",
-                                "| xvector-ce | - | 18.39 | 13.6 - 23.3 |"]
+    out = page.with_params(table, {"teacher": {"params": 2_500_000, "latency_2s_ms": 41.26},
+                                   "xvector-ce": {}})
+    assert out.splitlines() == ["| model | params (M) | 2-s latency (ms) | EER (%) | 95 % CI |",
+                                "|---|---:|---:|---|---|",
+                                "| teacher | 2.50 | 41.3 | 13.99 | 10.0 - 19.0 |",
+                                "| xvector-ce | - | - | 18.39 | 13.6 - 23.3 |"]
