@@ -170,8 +170,9 @@ class Schedule:
 
 
 DEFAULT_LR = {"sgd": 0.1, "adamw": 3e-3}
-"""Peak LR per optimizer when none is given: wespeaker's SGD value (batch 64), and the
-AdamW value that learned best in a short-run sweep (docs/recipe_sweep.md)."""
+"""Peak LR per optimizer when none is given: wespeaker's SGD value (batch 64), and a common
+AdamW value; the demo's and ``make results``' learning rates are chosen on the dev split
+(``scripts/tune.py``, docs/tuning.md)."""
 
 DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 1e-2}
 
@@ -185,7 +186,7 @@ def scaled_schedule(epochs: int, optimizer: Literal["sgd", "adamw"] = "sgd",
     decays 100x unless ``final_lr`` says otherwise. A straight 6/150 compression leaves a
     few-hundred-step run a handful of warm-up steps: SGD's first steps at full LR then
     blow up the embedding and class-weight norms and the cosine head crawls for the rest
-    of the run (docs/recipe_sweep.md).
+    of the run.
 
     Example::
 
