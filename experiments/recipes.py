@@ -97,14 +97,62 @@ LOSSES = {
     "emb": ["--loss", "emb"],
     "kd": ["--loss", "kd", "--temperature", "1"],
     "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", "2", "--temperature", "1"],
-    # controls: plain KD weighted like dkd's total (alpha + beta = 3), and dkd with beta = alpha
+    # control: plain KD weighted like dkd's total (alpha + beta = 3)
     "kd-w3": ["--loss", "kd", "--temperature", "1", "--kd-weight", "3"],
-    "dkd-b1": ["--loss", "dkd", "--alpha", "1", "--beta", "1", "--temperature", "1"],
-    # the setting later work compares with
-    "dkd-b8t4": ["--loss", "dkd", "--alpha", "1", "--beta", "8", "--temperature", "4"],
-    "trkd": ["--loss", "trkd"],
+    "trkd": ["--loss", "trkd"],  # the paper's defaults (lambda_M 1, lambda_F 8)
     "dualgroup": ["--loss", "dualgroup"],
 }
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A setting chosen on the dev split for the reported (test) runs: the tag that names
+    its runs (a new setting gets new run folders) and its stage-2 flags."""
+
+    tag: str
+    flags: tuple[str, ...]
+    source: str  # where the choice comes from (the report prints it)
+
+    def flag(self, name: str) -> str | None:
+        """The value of ``--name`` in the flags (None: not given)."""
+        return self.flags[self.flags.index(name) + 1] if name in self.flags else None
+
+
+PLACEHOLDER = "to be replaced by dev tuning"
+
+# The settings dev tuning chooses, in this one place (the plan and the report read them from
+# here): role -> Chosen, or None while there is no choice. Until tuning lands these are
+# placeholders: DKD at beta 8, T 4 (the best of the old grid) and TRKD at lambda_F 2 (see the
+# TriageOptions docstring); no tuned dual-group setting yet.
+CHOSEN: dict[str, Chosen | None] = {
+    "dkd": Chosen("dkd-b8t4", ("--loss", "dkd", "--alpha", "1", "--beta", "8",
+                               "--temperature", "4"), PLACEHOLDER),
+    "trkd": Chosen("trkd-lf2", ("--loss", "trkd", "--trkd-lambda-f", "2"), PLACEHOLDER),
+    "dualgroup": None,
+}
+
+
+def kd_control(dkd: Chosen) -> Chosen:
+    """Plain KD at a DKD setting's temperature and total weight (alpha + beta): what is left
+    of the setting without the decoupling.
+
+    >>> kd_control(CHOSEN["dkd"]).flags
+    ('--loss', 'kd', '--temperature', '4', '--kd-weight', '9')
+    """
+    t = dkd.flag("--temperature") or "1"
+    w = float(dkd.flag("--alpha") or 1) + float(dkd.flag("--beta") or 2)
+    return Chosen(f"kd-t{t}w{w:g}", ("--loss", "kd", "--temperature", t, "--kd-weight", f"{w:g}"),
+                  f"the KD control of {dkd.tag}")
+
+
+def loss_flags() -> dict[str, list[str]]:
+    """Every loss tag ``make results`` trains -> its stage-2 flags (LOSSES, the chosen
+    settings and the KD control of the chosen DKD)."""
+    chosen = [c for c in CHOSEN.values() if c is not None]
+    if CHOSEN["dkd"] is not None:
+        chosen.append(kd_control(CHOSEN["dkd"]))
+    return {**LOSSES, **{c.tag: list(c.flags) for c in chosen}}
+
 
 def training_data_argv(root: Path, train: Path | None = None,
                        noise_present: bool = False) -> list[str]:
