@@ -4,6 +4,7 @@ the noise rule and every setting."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 from experiments.evaluation import N_BOOT
@@ -29,7 +30,8 @@ def write(page: Report) -> None:
         else float("nan")
     page.add(f"- Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.",
              f"- Runs finished: {done} of {len(page.r.res)}; wall time of the "
-             f"`make results` sessions that ran them: {wall / 60:.1f} min (sum of the "
+             "`make results` sessions that ran them: "
+             + (f"{wall / 60:.1f} min" if not math.isnan(wall) else "none recorded yet") + " (sum of the "
              f"runs' own wall times: {sum(walls) / 60:.1f} min, students "
              f"{page.settings['lanes']} at a time).")
     page.summary.update(runs_finished=done, runs_planned=len(page.r.res),

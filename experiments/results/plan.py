@@ -77,11 +77,14 @@ def student_losses() -> dict[str, list[str]]:
 # --plan multiplies them by the crops each run sees; a --quick run's measured times are
 # printed beside them for comparison.
 # Evaluation: seconds per second of test audio, per model (forward only), plus the fbank of
-# each pass over the test set shared by the models evaluated together (about 15 passes).
+# each pass over the test set shared by the models evaluated together (about 15 passes), and
+# per test-audio second the model's 1,000 speaker-bootstrap EERs (~2 s per model at 160
+# test speakers).
 COST = {"teacher_crop": 0.027, "teacher_forward": 0.0075, "replay": 0.004,
         "start": RUN_START_S, "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
-        "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15}
+        "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15,
+        "eval_boot": 0.0001}
 
 
 # resolved when a dump starts, from its --train manifest: C-1, and min(k, C-1) for a cache of
@@ -170,7 +173,7 @@ class Plan:
             "--epochs", str(epochs), "--eval-every", "0", "--workers", "0",
             "--out", str(self.work(name))], deps,
             est_s=COST["start"] + crops * COST["teacher_crop"]
-            + self.test_seconds * COST["eval_teacher"],
+            + self.test_seconds * (COST["eval_teacher"] + COST["eval_boot"]),
             meta={"section": section, "epochs": epochs, "train_share": share}))
 
     def dump(self, name: str, teacher: str, train: Path, views: int, topk: int | None,
@@ -225,7 +228,8 @@ class Plan:
             if online else 0.0
         return self.add(Run(name, "student", argv, (cache, *((online,) if online else ())),
                             est_s=recipe.train_seconds(crops) + live
-                            + self.test_seconds * COST[f"eval_{arch}"], missing=missing,
+                            + self.test_seconds * (COST[f"eval_{arch}"] + COST["eval_boot"]),
+                            missing=missing,
                             meta={"section": section, "arch": arch, "loss": loss, "seed": seed,
                                   "topk": topk, "epochs": epochs, "views": views,
                                   "online": bool(online), "fresh_views": fresh,
