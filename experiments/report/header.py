@@ -34,6 +34,9 @@ def write(page: Report) -> None:
              + (f"{wall / 60:.1f} min" if not math.isnan(wall) else "none recorded yet") + " (sum of the "
              f"runs' own wall times: {sum(walls) / 60:.1f} min, students "
              f"{page.settings['lanes']} at a time).")
+    if done < len(page.r.res):
+        page.add(f"- **Incomplete: {len(page.r.res) - done} planned runs have no result yet "
+                 "(\"not run\" below); `make results` continues where it stopped.**")
     page.summary.update(runs_finished=done, runs_planned=len(page.r.res),
                         measured_minutes=rounded(wall / 60, 1), quick=quick)
     stale = [n for n, r in page.r.res.items() if r is not None and r["kind"] == "student"

@@ -71,7 +71,7 @@ def write(page: Report) -> None:
                      f"{'' if loss == 'ce' else fmt_diff(d)} | "
                      f"{'' if loss == 'ce' else judge(d, loss, 'ce')} |")
     page.add("")
-    ahead = len(ce_gap) == 3 and min(ce_gap) >= 3.0
+    ahead = None if len(ce_gap) < 3 else min(ce_gap) >= 3.0
     page.add("- Teacher at least 3 EER points ahead of every CE student: " + (
         "not measured (CE students missing)" if len(ce_gap) < 3 else
         f"{'yes' if ahead else '**no**'} (smallest gap {min(ce_gap):.2f} points)") + ".", "")

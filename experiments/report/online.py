@@ -51,7 +51,9 @@ def write(page: Report) -> None:
             cached = page.r.seeds(f"xv-dkd-half-E{e}-x{f}-s{{seed}}")
             d = compare(cached, fresh)
             ninety = f"[{d.lo90:+.2f}, {d.hi90:+.2f}]" if d else ""
-            page.add(f"| {f}x ({f * crops}) | cached E = {e} ({f * crops / e:g} epochs) | "
+            epochs = f * crops / e
+            page.add(f"| {f}x ({f * crops}) | cached E = {e} ({epochs:g} epoch"
+                     f"{'' if epochs == 1 else 's'}) | "
                      f"{len(cached)} | {fmt_ms([r['eer'] for r in cached])} | {fmt_diff(d)} | "
                      f"{ninety} | {judge(d, 'cached', 'online fresh') if cached else ''} |")
             if (f, e) == (longest, e_focus):
