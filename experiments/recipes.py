@@ -122,8 +122,8 @@ PLACEHOLDER = "to be replaced by dev tuning"
 
 # The settings dev tuning chooses, in this one place (the plan and the report read them from
 # here): role -> Chosen, or None while there is no choice. Until tuning lands these are
-# placeholders: DKD at beta 8, T 4 (the best of the old grid) and TRKD at lambda_F 2 (see the
-# TriageOptions docstring); no tuned dual-group setting yet.
+# placeholders: DKD at beta 8, T 4 and TRKD at lambda_F 2 (see the TriageOptions docstring);
+# no dual-group setting yet.
 CHOSEN: dict[str, Chosen | None] = {
     "dkd": Chosen("dkd-b8t4", ("--loss", "dkd", "--alpha", "1", "--beta", "8",
                                "--temperature", "4"), PLACEHOLDER),

@@ -29,7 +29,7 @@ from experiments.size import Size
 # full: ResNet34 and CAM++ train 1 epoch, 250 steps at batch 32 over 500 speakers (the
 # demo's learn in 200-300). Section 2 runs on half of each speaker's utterances (its online
 # students, 3 seeds at 1x and 3x the run length, are most of its cost): --plan puts the whole
-# at ~4 h from nothing on the 2-core machine.
+# at ~3.6 h from nothing on the 2-core machine (the budget: 5 h).
 SIZES = {
     "full": Size(speakers=500, utts_per_speaker=8, test_speakers=160, test_utts_per_speaker=12,
                  session_variation=0.7, teacher_epochs=6, weak_teacher_epochs=2,
