@@ -164,8 +164,8 @@ def recipes(settings: dict[str, Any]) -> dict[str, StudentRecipe]:
 
 
 def losses(settings: dict[str, Any]) -> dict[str, list[str]]:
-    """Distillation losses: name -> stage-2 flags (the demo runs ce, kd and dkd; make
-    results all). dkd, trkd and dualgroup take ``settings``; the rest are fixed controls."""
+    """Distillation losses under ``settings``: name -> stage-2 flags (the demo runs ce, kd and
+    dkd). dkd, trkd and dualgroup take ``settings``; the rest are fixed controls."""
     entropy = settings["dualgroup.binary_entropy"]
     return {
         "ce": ["--loss", "ce"],
@@ -188,7 +188,92 @@ def losses(settings: dict[str, Any]) -> dict[str, list[str]]:
 
 TUNING = load_tuning()
 RECIPES = recipes(TUNING.settings)
-LOSSES = losses(TUNING.settings)
+# the demo's and the tuning grid's losses, under the settings chosen on dev
+TUNED_LOSSES = losses(TUNING.settings)
+
+
+# Distillation losses at the papers' defaults: name -> stage-2 flags (make results reports each
+# beside the setting chosen on dev, so neither is a strawman). dkd is the paper's (alpha 1,
+# beta 2, T 1).
+LOSSES = {
+    "ce": ["--loss", "ce"],
+    "emb": ["--loss", "emb"],
+    "kd": ["--loss", "kd", "--temperature", "1"],
+    "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", "2", "--temperature", "1"],
+    # control: plain KD weighted like dkd's total (alpha + beta = 3)
+    "kd-w3": ["--loss", "kd", "--temperature", "1", "--kd-weight", "3"],
+    "trkd": ["--loss", "trkd"],  # the paper's defaults (lambda_M 1, lambda_F 8)
+    "dualgroup": ["--loss", "dualgroup"],
+}
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A setting chosen on the dev split for the reported (test) runs: the tag that names
+    its runs (a new setting gets new run folders) and its stage-2 flags."""
+
+    tag: str
+    flags: tuple[str, ...]
+    source: str  # where the choice comes from (the report prints it)
+
+    def flag(self, name: str) -> str | None:
+        """The value of ``--name`` in the flags (None: not given)."""
+        return self.flags[self.flags.index(name) + 1] if name in self.flags else None
+
+
+PLACEHOLDER = "to be replaced by dev tuning"
+ON_DEV = "chosen on the dev split (docs/tuning.json)"
+
+
+def chosen_settings(tuning: Tuning) -> dict[str, Chosen | None]:
+    """role -> the setting of that loss chosen on dev (from ``tuning``), or, for a loss the
+    tuning has not covered, a labelled placeholder (DKD at beta 8, T 4; TRKD at lambda_F 2)
+    or None (dual-group)."""
+    s, tuned = tuning.settings, set(tuning.tuned)
+    dkd = Chosen("dkd-b8t4", ("--loss", "dkd", "--alpha", "1", "--beta", "8",
+                              "--temperature", "4"), PLACEHOLDER)
+    if tuned & {"dkd.beta", "dkd.temperature"}:
+        beta, temp = _g(s["dkd.beta"]), _g(s["dkd.temperature"])
+        dkd = Chosen(f"dkd-b{beta}t{temp}", ("--loss", "dkd", "--alpha", "1", "--beta", beta,
+                                             "--temperature", temp), ON_DEV)
+    trkd = Chosen("trkd-lf2", ("--loss", "trkd", "--trkd-lambda-f", "2"), PLACEHOLDER)
+    if tuned & {"trkd.lambda_f", "trkd.tau_end"}:
+        lf, tau = _g(s["trkd.lambda_f"]), _g(s["trkd.tau_end"])
+        trkd = Chosen(f"trkd-lf{lf}-te{tau}", ("--loss", "trkd", "--trkd-lambda-f", lf,
+                                               "--trkd-tau-end", tau), ON_DEV)
+    entropy = s["dualgroup.binary_entropy"]
+    dual = None
+    if "dualgroup.binary_entropy" in tuned and entropy is not None:
+        dual = Chosen(f"dualgroup-h{_g(entropy)}", ("--loss", "dualgroup",
+                                                    "--dualgroup-binary-entropy", _g(entropy)),
+                      ON_DEV)
+    return {"dkd": dkd, "trkd": trkd, "dualgroup": dual}
+
+
+# The settings dev tuning chose, in this one place (the plan and the report read them here).
+CHOSEN: dict[str, Chosen | None] = chosen_settings(TUNING)
+
+
+def kd_control(dkd: Chosen) -> Chosen:
+    """Plain KD at a DKD setting's temperature and total weight (alpha + beta): what is left
+    of the setting without the decoupling.
+
+    >>> kd_control(CHOSEN["dkd"]).flags
+    ('--loss', 'kd', '--temperature', '4', '--kd-weight', '9')
+    """
+    t = dkd.flag("--temperature") or "1"
+    w = float(dkd.flag("--alpha") or 1) + float(dkd.flag("--beta") or 2)
+    return Chosen(f"kd-t{t}w{w:g}", ("--loss", "kd", "--temperature", t, "--kd-weight", f"{w:g}"),
+                  f"the KD control of {dkd.tag}")
+
+
+def loss_flags() -> dict[str, list[str]]:
+    """Every loss tag ``make results`` trains -> its stage-2 flags (LOSSES, the chosen
+    settings and the KD control of the chosen DKD)."""
+    chosen = [c for c in CHOSEN.values() if c is not None]
+    if CHOSEN["dkd"] is not None:
+        chosen.append(kd_control(CHOSEN["dkd"]))
+    return {**LOSSES, **{c.tag: list(c.flags) for c in chosen}}
 
 
 def training_data_argv(root: Path, train: Path | None = None,
@@ -214,7 +299,7 @@ def student_argv(cache: Path, data: list[str], arch: str, loss: str, epochs: int
     """The ``stage2_student.train`` command of one student of the demo, ``make results`` or
     the tuning grid (``settings``: other values than :data:`TUNING`'s)."""
     recipe = RECIPES[arch] if settings is None else recipes(settings)[arch]
-    loss_argv = LOSSES[loss] if settings is None else losses(settings)[loss]
+    loss_argv = TUNED_LOSSES[loss] if settings is None else losses(settings)[loss]
     return ["-m", "stage2_student.train", "--cache", str(cache), *data, *recipe.argv(),
             *loss_argv, *recipe.length_argv(epochs), "--seed", str(seed), "--workers", "0",
             "--out", str(out)]

@@ -60,10 +60,16 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 class Layout:
-    """Where a run's files live: work in ``out/<runs>/<name>``, kept results in ``results``."""
+    """Where a run's files live: work in ``out/<runs>/<name>``, kept results in ``results``.
 
-    def __init__(self, out: Path, results: Path, runs: str = "runs") -> None:
-        self.out, self.results, self.runs = out, results, runs
+    ``n_boot``: a model's result counts only when it was scored on that many speaker-bootstrap
+    replicates (``n_boot`` in its result file); an older one is stale, and its model is
+    evaluated again (or, its checkpoint gone, trained again). None: every result counts.
+    """
+
+    def __init__(self, out: Path, results: Path, runs: str = "runs",
+                 n_boot: int | None = None) -> None:
+        self.out, self.results, self.runs, self.n_boot = out, results, runs, n_boot
 
     def work(self, name: str) -> Path:
         return self.out / self.runs / name
@@ -75,9 +81,15 @@ class Layout:
     def result_path(self, name: str) -> Path:
         return self.results / "runs" / name / "result.json"
 
-    def result(self, name: str) -> dict | None:
+    def result(self, name: str, stale: bool = False) -> dict | None:
+        """The run's kept result (None: not finished, or stale unless ``stale``)."""
         path = self.result_path(name)
-        return json.loads(path.read_text()) if path.exists() else None
+        res = json.loads(path.read_text()) if path.exists() else None
+        if (res is not None and not stale and self.n_boot is not None
+                and res.get("kind") in ("teacher", "student")
+                and res.get("n_boot") != self.n_boot):
+            return None
+        return res
 
     def trained(self, name: str) -> Path:
         """Written when a model's training command exits 0 (its evaluation may be pending)."""

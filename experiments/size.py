@@ -33,13 +33,17 @@ class Size:
     crop_seconds: float
     views: int
     topk: int
-    views_grid: tuple[int, ...] = ()  # section 4
-    topk_grid: tuple[int, ...] = ()  # section 2 (+ C-1: every non-target speaker)
+    views_grid: tuple[int, ...] = ()  # section 2: cached E against online fresh views
+    topk_grid: tuple[int, ...] = ()  # section 2's same-views control (+ C-1)
     # students: recipes.RECIPES, epochs per architecture (at `views` views per utterance)
     student_epochs: tuple[tuple[str, int], ...]
-    xvector_seeds: int = 1
-    other_seeds: int = 1
-    # section 3: shares of the speakers, all at `spk_utterances` of the utterances
+    seeds: int = 1  # training seeds of every compared system
+    # section 2: its corpus (this share of each speaker's utterances) and run lengths (multiples
+    # of the students' present one)
+    online_share: float = 1.0
+    length_factors: tuple[int, ...] = (1,)
+    # section 3: shares of the speakers with all their utterances, and (the second table)
+    # the same shares at `spk_utterances` of all utterances
     spk_shares: tuple[float, ...] = ()
     spk_utterances: float = 1.0
     # section 6: crops per timed call; wavlm_ecapa options (none: the paper's size)

@@ -50,6 +50,7 @@ from speaker.training.trainer import RESUME_INPUTS, Schedule, kd_warmup_epochs
 from speaker.views.augment import AugmentConfig
 from speaker.views.dataset import ViewRenderer, check_audio
 from stage2_student.data import CachedViews, CacheRequest, StudentBatch, open_cache
+from stage2_student.fresh_views import fresh_views_option, with_fresh_views
 from stage2_student.losses import (
     DistillBatch,
     DistillConfig,
@@ -77,6 +78,7 @@ class StudentConfig:
     epochs: int = 10
     batch_size: int = 64
     online_teacher: str | None = None
+    fresh_views: bool = False  # online KD on new crops every epoch (stage2_student.fresh_views)
     eval_every: int = 0
     seed: int = 0
     workers: int = 1
@@ -178,15 +180,14 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         if bank.content_hash() != spec.noise_bank_hash:
             raise UserError(f"the noise bank (--musan/--rirs) differs from the one {cache} was "
                             "dumped with; crops could not be replayed")
-        render = ViewRenderer(
-            manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
-            AugmentConfig.from_dict(spec.augment), bank, sample_rate=sample_rate,
-        )
+        render = ViewRenderer(manifest, LabelMap.from_dict(spec.label_map), spec.crop_samples,
+                              AugmentConfig.from_dict(spec.augment), bank, sample_rate=sample_rate)
         views = CachedViews(request, render, config.batch_size, config.seed, ctx.rank,
                             ctx.world_size,
                             keep_waves=live is not None and live.input_kind == "wave",
                             buckets=live is None
                             and registered_loss(config.distill.loss).uses_teacher_buckets)
+        views = with_fresh_views(config, views)
         net = job.net(config.arch, config.arch_kwargs, spec.num_classes, config.schedule.scale,
                       config.seed)
         check_request(config, views, live, net.model.embed_dim)
@@ -317,6 +318,7 @@ _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
 @click.option("--online-teacher", default=None,
               help="Online KD: a live teacher (checkpoint/TorchScript/module:factory) gives "
                    "full logits instead of the cache (which still gives the crops).")
+@fresh_views_option
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Logit scale of the student head [default: the teacher's, from the cache]; "
                    "one that differs from the teacher's is refused.")
@@ -365,7 +367,7 @@ def apply_options(base: StudentConfig | None, opts: dict[str, Any],
     the way :func:`speaker.training.options.resolve_run` says; a new ``--epochs`` rebuilds
     the KD warm-up with the schedule unless ``--kd-warmup`` is given.
     """
-    settings = resolve_run(base, opts, given, own=("online_teacher",))
+    settings = resolve_run(base, opts, given, own=("online_teacher", "fresh_views"))
 
     def pick(name: str, saved: Any) -> Any:
         return opts[name] if base is None or name in given else saved

@@ -28,7 +28,7 @@ from pathlib import Path
 from experiments.demo.pipeline import STORE_FEATURES
 from experiments.machine import machine
 from experiments.paths import DOCS
-from experiments.recipes import LOSSES, TEACHER_RECIPE, TUNING, describe
+from experiments.recipes import TEACHER_RECIPE, TUNED_LOSSES, TUNING, describe
 from experiments.size import Size
 from store.atomic import atomic_path, atomic_write_text
 
@@ -196,7 +196,7 @@ def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Pat
     settings = json.loads((out / "demo.json").read_text())
     setup = setup_id(settings)
     rows, counted = checks_table(results, recorded_checks(out), setup)
-    dkd, kd = LOSSES["dkd"], LOSSES["kd"]
+    dkd, kd = TUNED_LOSSES["dkd"], TUNED_LOSSES["kd"]
     lines = [
         "# `make demo`: one full run",
         "",

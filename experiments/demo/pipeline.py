@@ -54,7 +54,7 @@ SIZES = {
                   student_epochs=(("xvector", 2), ("resnet34", 1), ("campp", 1))),
 }
 
-# The students and their losses (recipes.LOSSES), all from the one cache.
+# The students and their losses (recipes.TUNED_LOSSES), all from the one cache.
 STUDENT_LOSSES = {"resnet34": ["ce", "dkd"], "campp": ["ce", "dkd"], "xvector": ["ce", "kd", "dkd"]}
 # The table lists x-vector, ResNet34, CAM++, each ce, kd, dkd (the students run longest first).
 SHOWN = [f"{a}-{loss}" for a in ("xvector", "resnet34", "campp") for loss in ("ce", "kd", "dkd")]

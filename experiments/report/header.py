@@ -4,11 +4,13 @@ the noise rule and every setting."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 from experiments.evaluation import N_BOOT
 from experiments.machine import machine
 from experiments.report.page import Report
+from experiments.report.stats import MARGIN, N_RESAMPLES, rounded
 
 
 def write(page: Report) -> None:
@@ -28,11 +30,15 @@ def write(page: Report) -> None:
         else float("nan")
     page.add(f"- Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.",
              f"- Runs finished: {done} of {len(page.r.res)}; wall time of the "
-             f"`make results` sessions that ran them: {wall / 60:.1f} min (sum of the "
+             "`make results` sessions that ran them: "
+             + (f"{wall / 60:.1f} min" if not math.isnan(wall) else "none recorded yet") + " (sum of the "
              f"runs' own wall times: {sum(walls) / 60:.1f} min, students "
              f"{page.settings['lanes']} at a time).")
+    if done < len(page.r.res):
+        page.add(f"- **Incomplete: {len(page.r.res) - done} planned runs have no result yet "
+                 "(\"not run\" below); `make results` continues where it stopped.**")
     page.summary.update(runs_finished=done, runs_planned=len(page.r.res),
-                        measured_minutes=round(wall / 60, 1), quick=quick)
+                        measured_minutes=rounded(wall / 60, 1), quick=quick)
     stale = [n for n, r in page.r.res.items() if r is not None and r["kind"] == "student"
              and r.get("teacher_sha256") != (page.r.get(r["meta"]["cache"]) or {}).get(
                  "teacher_sha256")]
@@ -56,11 +62,29 @@ def write(page: Report) -> None:
         page.add(f"- Test: {ev['trials']:,} trials ({ev['target_trials']:,} target) over "
                  f"{ev['test_speakers']} test speakers.")
         page.summary.update(trials=ev["trials"], test_speakers=ev["test_speakers"])
-    page.add("- Noise: EER is given as mean ± std over seeds; differences with their "
-             f"paired 95 % interval from {N_BOOT} bootstrap resamplings of the test "
-             "speakers (the same resamplings for every model, seeds paired). An ordering "
-             "is claimed only where the interval excludes 0 or the difference exceeds "
-             "the seed std; otherwise \"within noise\".",
+    page.add(f"- Noise: EER is given as mean ± std over training seeds. Every model is scored "
+             f"on the test split and on the same {N_BOOT:,} bootstrap resamplings of its test "
+             "speakers; a difference of two systems (mean over seeds) gets its intervals from "
+             f"{N_RESAMPLES:,} hierarchical resamples of training seeds and test speakers "
+             "(`speaker.evaluation.compare`; seeds paired where both have the same ones).",
+             "- Verdicts, one rule everywhere: **different** where the 95 % interval excludes "
+             "0; **equivalent** where two one-sided tests at 5 % (TOST: the 90 % interval) "
+             f"place the difference inside ±{MARGIN} EER points; otherwise **not shown "
+             "equivalent**. Brackets give the 95 % interval.",
+             f"- Why ±{MARGIN} points: it is about one seed's standard deviation of a "
+             "student's EER here (a user who retrains the same recipe with another seed moves "
+             "by that much; the measured spread is printed in sections 1 and 2), and about a "
+             "quarter of the gain the paper reports for its method (13.67 % relative of a "
+             "10-20 % EER is 1.4-2.7 points): a cache equivalent at this margin cannot have "
+             "lost an effect of the paper's size. It was fixed before these runs.",
+             "- minDCF at p_target = 0.01 is saturated on this test set (0.98-1.00 for every "
+             "student: too few trials and too weak students for that operating point), so "
+             "it is not reported; minDCF at p_target = 0.05 is given beside the EER, and no "
+             "verdict rests on either.",
+             "- Settings marked \"to be replaced by dev tuning\" are placeholders "
+             "(`experiments/recipes.py` `CHOSEN`) until settings chosen on the dev split "
+             "land. The DKD one (beta 8, T 4) was the best of an earlier grid scored on the "
+             "test split, so its rows may flatter it until then.",
              "- Every setting (`experiments/results/plan.py` `SIZES`; "
-             "`experiments/recipes.py` `RECIPES`, `LOSSES`):", "",
+             "`experiments/recipes.py` `RECIPES`, `LOSSES`, `CHOSEN`):", "",
              "```json", json.dumps(page.settings, indent=None, default=str), "```", "")

@@ -1,12 +1,17 @@
-"""The noise and verdicts of the report.
+"""The noise and verdicts of the report: one rule, :mod:`speaker.evaluation.compare`'s.
 
-Each model's result keeps the EERs of the same speaker-bootstrap replicates
+Each model's result keeps its EER on the same speaker-bootstrap replicates
 (``experiments.evaluation.N_BOOT``; replicate b resamples the same test speakers for every
-model), so the EER difference of two groups of runs (seeds paired by index) has a paired
-bootstrap interval: the 2.5/97.5 % quantiles over replicates of (mean over A's seeds - mean
-over B's seeds). An ordering is claimed only where that interval excludes 0 or the
-difference of the means exceeds the seed spread (the larger of the two groups' std);
-otherwise the report says "within noise". Missing runs are reported as "not run".
+model). A system is a group of runs, one per training seed; the EER difference of two systems
+(mean over seeds) gets a hierarchical bootstrap over training seeds and test speakers
+(``N_RESAMPLES`` resamples, seeds paired where both systems have the same ones). Verdicts:
+
+- "different": the 95 % interval excludes 0 (the page says which is lower);
+- "equivalent": the 90 % interval lies inside +-``MARGIN`` EER points (two one-sided tests at
+  5 %, TOST);
+- "not shown equivalent": neither.
+
+Missing runs are reported as "not run".
 
 Example::
 
@@ -19,6 +24,11 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
+
+from speaker.evaluation.compare import Difference, hierarchical_difference, verdict
+
+MARGIN = 0.5  # EER points: the equivalence margin of every verdict (the header says why)
+N_RESAMPLES = 1000
 
 
 def mean_eer(rs: list[dict]) -> float:
@@ -46,45 +56,49 @@ def fmt_ms(xs: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if len(xs) > 1 else "")
 
 
-def paired(a: list[dict], b: list[dict]) -> dict[str, float] | None:
-    """EER difference mean(A) - mean(B) (points), its paired bootstrap 95 % interval and the
-    seed spread; seeds paired by index (only seeds both have)."""
-    n = min(len(a), len(b))
-    if n == 0:
+def compare(a: list[dict], b: list[dict]) -> Difference | None:
+    """EER difference mean(A) - mean(B) in points with its hierarchical bootstrap (None
+    where a side has no run or the two were scored on other replicates)."""
+    if not a or not b:
         return None
-    a, b = a[:n], b[:n]
-    boot = min(len(r["eer_boot"]) for r in a + b)
-    ra = np.mean([r["eer_boot"][:boot] for r in a], axis=0)
-    rb = np.mean([r["eer_boot"][:boot] for r in b], axis=0)
-    diff = 100 * (statistics.fmean(r["eer"] for r in a) - statistics.fmean(r["eer"] for r in b))
-    lo, hi = (100 * np.quantile(ra - rb, [0.025, 0.975])) if boot else (np.nan, np.nan)
-    spread = max(mean_std([100 * r["eer"] for r in a])[1],
-                 mean_std([100 * r["eer"] for r in b])[1])
-    return {"diff": diff, "lo": float(lo), "hi": float(hi), "spread": spread, "seeds": n}
+    boot_a, boot_b = ([r["eer_boot"] for r in rs] for rs in (a, b))
+    if len({len(x) for x in boot_a + boot_b}) != 1 or not boot_a[0]:
+        return None
+    seeds = [[r.get("meta", {}).get("seed", i) for i, r in enumerate(rs)] for rs in (a, b)]
+    d = hierarchical_difference(boot_a, boot_b, [r["eer"] for r in a], [r["eer"] for r in b],
+                                n_resamples=N_RESAMPLES, seed=0, paired=seeds[0] == seeds[1])
+    return d.scaled(100.0)
 
 
-def verdict(p: dict[str, float] | None, a: str, b: str) -> str:
-    """'A below B', 'A above B' or 'within noise' (see the module doc)."""
-    if p is None:
+def judge(d: Difference | None, a: str, b: str, margin: float = MARGIN) -> str:
+    """The verdict on ``A - B`` (see the module doc), naming the lower one if different."""
+    if d is None:
         return "not run"
-    beyond_boot = p["lo"] > 0 or p["hi"] < 0
-    beyond_seeds = not np.isnan(p["spread"]) and abs(p["diff"]) > p["spread"]
-    if not (beyond_boot or beyond_seeds):
-        return "within noise"
-    why = " and ".join(w for w, ok in (("bootstrap", beyond_boot), ("seed spread", beyond_seeds))
-                       if ok)
-    return f"{a} {'below' if p['diff'] < 0 else 'above'} {b} (beyond the {why})"
+    v = verdict(d, margin)
+    if v == "different":
+        return f"different ({a if d.diff < 0 else b} lower)"
+    return v
 
 
-def fmt_paired(p: dict[str, float] | None, unit: str = "") -> str:
-    """``+d [lo, hi]`` of a :func:`paired` difference."""
-    if p is None:
+def is_lower(d: Difference | None) -> bool:
+    """A is shown lower than B (the interval excludes 0 below it)."""
+    return d is not None and d.hi < 0
+
+
+def fmt_diff(d: Difference | None, unit: str = "") -> str:
+    """``+d [lo, hi]`` (the 95 % interval) of a :func:`compare` difference."""
+    if d is None:
         return "not run"
-    return f"{p['diff']:+.2f}{unit} [{p['lo']:+.2f}, {p['hi']:+.2f}]"
+    return f"{d.diff:+.2f}{unit} [{d.lo:+.2f}, {d.hi:+.2f}]"
 
 
-def claim(what: str, p: dict[str, float] | None, a: str, b: str) -> str:
+def claim(what: str, d: Difference | None, a: str, b: str) -> str:
     """One verdict line: '- WHAT: +d points [lo, hi]: verdict.'"""
-    if p is None:
+    if d is None:
         return f"- {what}: not run."
-    return f"- {what}: {fmt_paired(p, ' points')}: {verdict(p, a, b)}."
+    return f"- {what}: {fmt_diff(d, ' points')}: {judge(d, a, b)}."
+
+
+def rounded(x: float | None, digits: int = 3) -> float | None:
+    """``x`` rounded for the JSON summary (None stays None, NaN becomes None)."""
+    return None if x is None or np.isnan(x) else round(float(x), digits)

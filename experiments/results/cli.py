@@ -4,16 +4,27 @@ Drives the public command lines (``speaker.toy``, ``stage1_teacher.train``,
 ``stage1_teacher.dump``, ``stage2_student.train``, ``store stats``) as subprocesses, one run
 per folder, and rebuilds docs/RESULTS.md and its plots from the runs' results:
 
-1. loss comparison from one cache (x-vector 3 seeds; ResNet34 and CAM++ 2 seeds);
-2. cached vs online KD (k = 4, 8, 32, C-1) with wall time per epoch;
-3. 25 / 50 / 100 % of the training speakers at the same number of utterances;
-4. views per utterance E = 1, 2, 4, 8;
-5. teacher confidence (cache statistics; a less-trained teacher; T = 4);
-6. costs: a dump plus N cached students against N online students, and the same projected
-   to a paper-sized teacher (WavLM Large + ECAPA) timed against a student step here.
+1. losses and controls on every student (x-vector, ResNet34, CAM++; 3 seeds each): CE,
+   embedding KD, KD, KD at DKD's total weight, DKD, the chosen DKD setting and its KD control
+   at the same temperature and weight; TRKD and dual-group, defaults and chosen settings;
+2. cached DKD at E = 2, 4, 8 views against online DKD on fresh crops every epoch (the
+   baseline without entkd), at the present run length and 3x it, with a TOST equivalence
+   margin; the same-views online run as the top-k truncation control;
+3. more training speakers with all their utterances (teacher retrained per subset), and the
+   same shares at a fixed number of utterances (second table);
+4. views per utterance: the cache's size and dump time against E (section 2's caches);
+5. teacher confidence (cache statistics; a less-trained teacher);
+6. costs: a dump plus N cached students against N online ones, measured here; a projection
+   to a WavLM-Large-sized teacher.
+
+Every difference is a hierarchical bootstrap over training seeds and test speakers
+(``speaker.evaluation.compare``), every model scored on the same 1,000 speaker replicates.
+Models are evaluated on the test split; settings chosen on the dev split come from
+``experiments/recipes.py`` ``CHOSEN``.
 
 Resumable: a finished run (``RESULTS/runs/<run>/result.json``) is skipped, an interrupted
-one continued with ``--resume``; the result files are small and may be committed, and
+one continued with ``--resume``; a model's result scored on other bootstrap replicates (an
+older design) is redone (evaluated again when its checkpoint is still under OUT); the result files are small and may be committed, and
 ``--report-only`` rewrites the report from them (a later session can finish a partial run).
 Nothing depends on the synthetic corpus: ``--data ROOT`` runs on any prepared data root;
 without it the synthetic corpus is generated first. The last line printed is a JSON summary.
@@ -38,11 +49,12 @@ from pathlib import Path
 
 import click
 
+from experiments.evaluation import N_BOOT
 from experiments.paths import DOCS, ROOT
-from experiments.recipes import LOSSES, RECIPES
+from experiments.recipes import CHOSEN, RECIPES, kd_control, loss_flags
 from experiments.report import write_report
 from experiments.results.experiment import Experiment, record_session
-from experiments.results.plan import COST, OTHER_LOSSES, SHORT, SIZES, XV_LOSSES, Options, Plan
+from experiments.results.plan import COST, SHORT, SIZES, Options, Plan, student_losses
 from experiments.runs import Layout, Run, todo
 from experiments.scheduler import Scheduler
 
@@ -56,7 +68,7 @@ def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
     runs = plan.runs
     measured: dict[str, list[float]] = {}
     for r in runs:
-        res = layout.result(r.name)
+        res = layout.result(r.name, stale=True)  # an older design's runs time it as well
         if res is not None and r.est_s > 0:
             m = measured.setdefault(r.kind, [0.0, 0.0])
             m[0] += res["wall_s"]
@@ -65,22 +77,30 @@ def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
     sections: dict[int, list[Run]] = {}
     for r in runs:
         sections.setdefault(r.meta["section"][0], []).append(r)
-    total = 0.0
-    click.echo(f"{'section':<9}{'runs':>5}{'done':>6}{'left':>6}{'est. min left':>15}")
+
+    def minutes(rs: list[Run]) -> float:
+        return sum(r.est_s * scale.get(r.kind, 1.0) / (lanes if r.kind == "student" else 1)
+                   for r in rs if not r.missing) / 60
+
+    total = whole = 0.0
+    click.echo(f"{'section':<9}{'runs':>5}{'done':>6}{'left':>6}{'est. min left':>15}"
+               f"{'from nothing':>14}")
     for sec in sorted(sections):
         rs = sections[sec]
         left = [r for r in rs if layout.result(r.name) is None and not r.missing]
         done = sum(layout.result(r.name) is not None for r in rs)
-        est = sum(r.est_s * scale.get(r.kind, 1.0) / (lanes if r.kind == "student" else 1)
-                  for r in left) / 60
-        total += est
-        click.echo(f"{sec:<9}{len(rs):>5}{done:>6}{len(left):>6}{est:>15.1f}")
+        total, whole = total + minutes(left), whole + minutes(rs)
+        click.echo(f"{sec:<9}{len(rs):>5}{done:>6}{len(left):>6}{minutes(left):>15.1f}"
+                   f"{minutes(rs):>14.1f}")
     models = sum(r.kind in ("teacher", "student") and layout.result(r.name) is None
                  and not r.missing for r in runs)
-    fbank = COST["eval_passes"] * plan.test_seconds * COST["eval_fbank"] / 60 if models else 0
-    click.echo(f"{'test fbank':<27}{fbank:>15.1f}   ({plan.test_seconds / 60:.0f} min of test "
-               f"audio, ~{COST['eval_passes']} evaluation passes)")
-    click.echo(f"{'total':<27}{total + fbank:>15.1f}   (2-core reference costs: COST in "
+    per_pass = plan.test_seconds * COST["eval_fbank"] / 60
+    fbank = COST["eval_passes"] * per_pass if models else 0
+    click.echo(f"{'test fbank':<27}{fbank:>15.1f}{COST['eval_passes'] * per_pass:>14.1f}   "
+               f"({plan.test_seconds / 60:.0f} min of test audio, ~{COST['eval_passes']} "
+               "evaluation passes)")
+    click.echo(f"{'total':<27}{total + fbank:>15.1f}"
+               f"{whole + COST['eval_passes'] * per_pass:>14.1f}   (2-core reference costs: COST in "
                "experiments/results/plan.py" + (", calibrated by finished runs: " + ", ".join(
                    f"{k} x{v:.2f}" for k, v in scale.items()) if scale else "") + ")")
     for r in runs:
@@ -117,11 +137,14 @@ def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | 
     report = report or (out / "RESULTS.md" if quick else DOCS / "RESULTS.md")
     plan = Plan(size, data.resolve() if data else None, out.resolve(), Options())
     runs = plan.build()
-    layout = Layout(out.resolve(), results_dir.resolve())
+    layout = Layout(out.resolve(), results_dir.resolve(), n_boot=N_BOOT)
+    dkd = CHOSEN["dkd"]
     settings = {"size": "quick" if quick else "full", **asdict(size),
                 "data": str(data) if data else "synthetic (speaker.toy)", "lanes": lanes,
-                "students": {a: asdict(r) for a, r in RECIPES.items()}, "losses": LOSSES,
-                "xv_losses": XV_LOSSES, "other_losses": OTHER_LOSSES, "short": SHORT}
+                "students": {a: asdict(r) for a, r in RECIPES.items()}, "losses": loss_flags(),
+                "student_losses": student_losses(), "short": SHORT,
+                "chosen": {role: c and asdict(c) for role, c in CHOSEN.items()},
+                "kd_control": kd_control(dkd).tag if dkd else None}
     if plan_only:
         print_plan(plan, layout, lanes)
         return

@@ -1,5 +1,5 @@
 """make results (experiments.results, .runs, .scheduler, .report): the run machinery (what is redone, the scheduler's order and
-failures), the paired bootstrap verdicts against a direct computation, the speaker subsets,
+failures; stale results of an older design), the speaker subsets,
 and (slow) the whole --quick experiment: report, JSON line, a rerun that redoes nothing."""
 
 from __future__ import annotations
@@ -9,11 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from experiments.paths import SCRIPTS
-from experiments.report.stats import paired, verdict
 from experiments.runs import Layout, Run, todo, write_json
 from experiments.scheduler import Scheduler
 from experiments.speaker_subset import subset
@@ -111,25 +109,17 @@ def test_a_resumed_student_records_the_epochs_its_checkpoint_already_held(tmp_pa
     assert started["fresh"]["epochs_done_at_start"] == 0 and "--resume" not in started["fresh"]["command"]
 
 
-def test_paired_bootstrap_difference_and_verdict_match_a_direct_computation():
-    rng = np.random.default_rng(0)
-    boot_a = rng.normal(0.10, 0.01, size=(3, 50))
-    boot_b = boot_a + 0.02 + rng.normal(0, 0.002, size=(3, 50))  # B clearly worse on every b
-    a = [{"eer": float(x.mean()), "eer_boot": list(x)} for x in boot_a]
-    b = [{"eer": float(x.mean()), "eer_boot": list(x)} for x in boot_b]
-    p = paired(a, b)
-    d = boot_a.mean(axis=0) - boot_b.mean(axis=0)
-    assert p["diff"] == pytest.approx(100 * (np.mean([r["eer"] for r in a])
-                                             - np.mean([r["eer"] for r in b])))
-    assert (p["lo"], p["hi"]) == pytest.approx(tuple(100 * np.quantile(d, [0.025, 0.975])))
-    assert p["spread"] == pytest.approx(100 * max(np.std([r["eer"] for r in a], ddof=1),
-                                                  np.std([r["eer"] for r in b], ddof=1)))
-    assert verdict(p, "A", "B").startswith("A below B")
-    # the same models against themselves shifted by noise only: no ordering is claimed
-    c = [{"eer": r["eer"] + 1e-4, "eer_boot": list(np.array(r["eer_boot"]) + rng.normal(
-        0, 0.01, 50))} for r in a]
-    assert verdict(paired(c, a), "C", "A") == "within noise"
-    assert verdict(None, "A", "B") == "not run"
+def test_a_model_result_of_other_replicates_is_stale_and_its_model_evaluated_again(
+        tmp_path: Path):
+    layout = Layout(tmp_path / "out", tmp_path / "results", n_boot=1000)
+    _result(layout, "old", kind="student", eer_boot=[0.1] * 200)  # an older design's
+    _result(layout, "new", kind="student", eer_boot=[0.1] * 1000, n_boot=1000)
+    _result(layout, "d", kind="dump")  # no evaluation: always valid
+    assert layout.result("old") is None and layout.result("old", stale=True) is not None
+    assert layout.result("new") is not None and layout.result("d") is not None
+    runs = [Run("old", "student", []), Run("new", "student", []), Run("d", "dump", [])]
+    assert [r.name for r in todo(runs, layout)] == ["old"]
+    assert Layout(tmp_path / "out", tmp_path / "results").result("old") is not None
 
 
 SUSPENDED_CHILD = """
@@ -188,20 +178,21 @@ def test_quick_experiment_writes_the_report_and_the_json_line_and_resumes(tmp_pa
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
-    for key in ("cached_k32_minus_online_eer", "online_epoch_over_cached_epoch",
-                "dump_plus_3_over_one_online_paper_ratio"):
+    for key in ("cached_minus_online_fresh_eer", "online_epoch_over_cached_epoch",
+                "dump_plus_3_over_3_online_measured",
+                "projected_dump_plus_3_over_3_online_wavlm_large"):
         assert isinstance(summary[key], float), key
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## 1. Loss comparison", "## 2. Cached vs online", "## 3. Non-target",
+    for heading in ("## 1. Losses and controls", "## 2. Cached against online", "## 3. Training",
                     "## 4. Views per utterance", "## 5. Teacher confidence", "## 6. What it"):
         assert heading in report
     assert "--quick` smoke run" in report and "not run |" not in report.split("## 2.")[1]
     assert (tmp_path / "results" / "plots" / "speakers.png").stat().st_size > 0
     kept = sorted(p.parent.name for p in (tmp_path / "results" / "runs").glob("*/result.json"))
-    assert "xv-dkd-online-s0" in kept and "costs" in kept
+    assert {"xv-dkd-online-s0", "xv-dkd-half-fresh-x3-s0", "costs"} <= set(kept)
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert " start " not in again.stderr  # every run was finished: nothing is redone
-    assert json.loads(again.stdout.strip().splitlines()[-1])["cached_k32_minus_online_eer"] \
-        == summary["cached_k32_minus_online_eer"]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["cached_minus_online_fresh_eer"] \
+        == summary["cached_minus_online_fresh_eer"]
