@@ -291,6 +291,43 @@ def sigkill_once_checkpointed() -> Callable[[list[str], Path, dict[str, str]], i
     return _sigkill_once_checkpointed
 
 
+def _sigkill_after_first_shard(command: list[str], out: Path, log: Path) -> list[int]:
+    """Run a dump CLI, SIGKILL it once a shard of ``out`` is complete; -> the shards left
+    missing (the caller checks some are)."""
+    from store import StoreReader
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def completed() -> int | None:
+        try:
+            reader = StoreReader.open(out, allow_incomplete=True)
+        except Exception:  # not created yet, or caught between two writes of its metadata
+            return None
+        return reader.spec.num_shards - len(reader.missing_shards())
+
+    with log.open("w") as sink:
+        proc = subprocess.Popen(command, cwd=repo, stdout=sink, stderr=sink)
+        try:
+            deadline = time.monotonic() + 300
+            while (completed() or 0) < 1:
+                assert proc.poll() is None, "the dump finished before it could be killed"
+                assert time.monotonic() < deadline, "no shard was completed in 300 s"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return StoreReader.open(out, allow_incomplete=True).missing_shards()
+
+
+@pytest.fixture
+def sigkill_after_first_shard() -> Callable[[list[str], Path, Path], list[int]]:
+    """The kill half of the dumps' kill-then-resume tests: ``(command, out, log)`` ->
+    missing shards after a SIGKILL that came once one shard was complete."""
+    return _sigkill_after_first_shard
+
+
 def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
     from speaker.models.checkpoint import load_checkpoint
 
