@@ -190,6 +190,18 @@ class StudentCache:
         return dict(STUDENT_CACHE)
 
 
+def student_dump_argv(teacher: Path, corpus: Path, out: Path) -> list[str]:
+    """The ``stage1_teacher.dump`` arguments of ``student_cache`` (STUDENT_CACHE), into ``out``."""
+    c = STUDENT_CACHE
+    return ["--teacher", str(teacher), "--data", str(corpus),
+            "--out", str(out), "--views-per-utt", str(c["views_per_utt"]),
+            "--topk", str(c["topk"]), "--crop-seconds", str(c["crop_seconds"]),
+            "--speeds", ",".join(map(str, c["speeds"])), "--aug-prob", str(c["aug_prob"]),
+            "--chunk-rows", str(c["chunk_rows"]), "--shard-rows", str(c["shard_rows"]),
+            "--seed", str(c["run_seed"]), "--workers", "0", "--batch-size", "32",
+            "--threads", "1"]
+
+
 @pytest.fixture(scope="session")
 def student_cache(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> StudentCache:
     import torch
@@ -211,15 +223,8 @@ def student_cache(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust to a busy CPU
     try:
         train_teacher(config, DataPaths(data=toy_corpus), root / "teacher", resume=False)
-        dump.cli.main([
-            "--teacher", str(root / "teacher" / "model.pt"), "--data", str(toy_corpus),
-            "--out", str(cache), "--views-per-utt", str(c["views_per_utt"]),
-            "--topk", str(c["topk"]), "--crop-seconds", str(c["crop_seconds"]),
-            "--speeds", ",".join(map(str, c["speeds"])), "--aug-prob", str(c["aug_prob"]),
-            "--chunk-rows", str(c["chunk_rows"]), "--shard-rows", str(c["shard_rows"]),
-            "--seed", str(c["run_seed"]), "--workers", "0", "--batch-size", "32",
-            "--threads", "1",
-        ], standalone_mode=False)
+        dump.cli.main(student_dump_argv(root / "teacher" / "model.pt", toy_corpus, cache),
+                      standalone_mode=False)
     finally:
         torch.set_num_threads(threads)
     return StudentCache(toy_corpus, root / "teacher" / "model.pt", cache)
