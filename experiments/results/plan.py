@@ -21,6 +21,7 @@ from experiments.recipes import (
     TEACHER_RECIPE,
     training_data_argv,
 )
+from experiments.results import tail
 from experiments.runs import Run
 from experiments.size import Size
 
@@ -284,4 +285,5 @@ class Plan:
             *[a for o in s.paper_opts for a in ("--paper-opt", o)]], ("teacher",),
             # build ~20 s; 4 timed calls of each model, the paper forward ~3 s per crop
             est_s=20.0 + 4 * 3.0 * s.cost_batch, meta={"section": [6]}))
+        tail.add_runs(self)  # 7. the sampled tail (experiments/results/tail.py)
         return self.runs
