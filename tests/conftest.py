@@ -267,6 +267,23 @@ def student_run(student_cache: StudentCache,
     return run
 
 
+def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], seconds: float, what: str,
+               ended: Callable[[], str]) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()``; fail if it ends before (``ended()`` says
+    why) or nothing is ready after ``seconds``."""
+    try:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            assert proc.poll() is None, ended()
+            assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str]) -> int:
     """Run a training CLI, SIGKILL it as soon as ``out/model.pt`` exists; -> the epoch
     that checkpoint holds (the caller checks it is mid-run)."""
@@ -276,17 +293,10 @@ def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str
     proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "model.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
+        _kill_when(proc, (out / "model.pt").exists, 120, "checkpoint",
+                   lambda: proc.stderr.read().decode())
     finally:
-        proc.kill()
-        proc.wait()
         proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
     return load_checkpoint(out / "model.pt").state["epoch"]
 
 
@@ -312,17 +322,8 @@ def _sigkill_after_first_shard(command: list[str], out: Path, log: Path) -> list
 
     with log.open("w") as sink:
         proc = subprocess.Popen(command, cwd=repo, stdout=sink, stderr=sink)
-        try:
-            deadline = time.monotonic() + 300
-            while (completed() or 0) < 1:
-                assert proc.poll() is None, "the dump finished before it could be killed"
-                assert time.monotonic() < deadline, "no shard was completed in 300 s"
-                time.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+        _kill_when(proc, lambda: (completed() or 0) >= 1, 300, "completed shard",
+                   lambda: "the dump finished before it could be killed")
     return StoreReader.open(out, allow_incomplete=True).missing_shards()
 
 

@@ -55,7 +55,7 @@ def _loss_and_grad(fn, student: torch.Tensor, *args) -> tuple[float, torch.Tenso
     s = student.double().requires_grad_()
     loss = fn(s, *args)
     (grad,) = torch.autograd.grad(loss, s)
-    return float(loss), grad.flatten()
+    return float(loss.detach()), grad.flatten()
 
 
 def measure(teacher_cos: torch.Tensor, student: torch.Tensor, labels: torch.Tensor,
