@@ -83,6 +83,14 @@ def _kept(path: Path, make) -> dict:
     return result
 
 
+def _add_wall(work: Path, seconds: float) -> float:
+    """This run's seconds added to the earlier runs' into ``work``; -> the total."""
+    path = work / "wall.json"
+    total = (json.loads(path.read_text())["seconds"] if path.exists() else 0.0) + seconds
+    write_json(path, {"seconds": total})
+    return total
+
+
 def measure_teacher(paths: tuple[Path, Path, Path, Path], seeds: int,
                     limit: int | None = None) -> dict:
     """Replay the cache's rows through teacher and student; the estimates' table."""
@@ -142,7 +150,8 @@ def write_report(path: Path, results: dict, facts: dict, summary: dict) -> None:
              "Written by `scripts/tail_bias.py` (module docstring: what is measured); rerun it "
              "to refresh. The estimator: [sampled_tail.md](sampled_tail.md).", "",
              *(f"- {key}: {value}" for key, value in facts.items()), ""]
-    for name, title in (("demo", "Demo-like teacher"), ("vox", "5,994 speakers")):
+    for name, title in (("demo", "Demo-like teacher"),
+                        ("vox", f"{results['vox']['classes']:,} speakers")):
         r = results[name]
         lines += [f"## {title} (C = {r['classes']}, {r['rows']} rows, {r['seeds']} draw seeds)",
                   "", "Bias: (mean estimate - full-logit DKD) / full DKD, ± 2 standard errors "
@@ -162,7 +171,7 @@ def write_report(path: Path, results: dict, facts: dict, summary: dict) -> None:
     v = results["vox"]
     d, b = results["dump"], results["store_bytes"]
     tail_b = b.get("tail_index", 0) + b.get("tail_logit", 0)
-    lines += ["## Costs at 5,994 classes (top-32 + 32 draws at T = 1, 2, 4)", "",
+    lines += [f"## Costs at {v['classes']:,} classes (top-32 + 32 draws at T = 1, 2, 4)", "",
               f"- dump: {d['rows'] / d['total_s']:.1f} rows/s ({d['rows']} rows, teacher "
               f"{d['forward_s']:.1f} s, waiting for crops {d['wait_s']:.1f} s, writer "
               f"{d['write_s']:.1f} s; {d['note']}); the draws alone "
@@ -209,16 +218,19 @@ def cli(work: Path, out_path: Path, demo: Path | None, quick: bool, verbose: boo
     stages["store_bytes"] = store_bytes(paths[3])
     stages["kernels"] = _kept(work / "kernels.json", lambda: kernels(plan.kernel_rows))
     facts = {
-        "run": "`--quick` (reduced sizes: a plumbing check, not the measurement)" if quick
-        else "full", "sizes": dataclasses.asdict(plan),
+        "run": "`--quick` (reduced sizes: a plumbing check, not the measurement; the kernel "
+               "timings on few rows are noisy)" if quick else "full",
+        "sizes": ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(plan).items()
+                           if k != "demo"),
+        "demo-like setup": ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(plan.demo).items()),
         "demo teacher": f"a finished demo's ({demo.name})" if demo else "trained here "
-                        "(scripts/topk_coverage.py's setup above)",
+                        "(the demo-like setup above, scripts/topk_coverage.py's recipe)",
         "DKD": f"alpha {tail_estimates.ALPHA}, beta {tail_estimates.BETA}, the --kd-logits "
                "margin convention; the student: a one-epoch x-vector's margin logits",
         "machine": f"{machine()}, torch threads {torch.get_num_threads()}, "
                    f"load {os.getloadavg()[0]:.1f}",
-        "wall time (this run; stages kept from earlier runs not counted)":
-            f"{time.perf_counter() - t0:.0f} s",
+        "wall time (every run into this --work, resumed ones added)":
+            f"{_add_wall(work, time.perf_counter() - t0):.0f} s",
     }
     summary = {f"{name}_T{e['temperature']:g}_k{e['k']}_m{e['m']}_bias": round(e["bias"], 5)
                for name in ("demo", "vox") for e in stages[name]["table"]}
