@@ -13,6 +13,11 @@ speed perturbation and augmentation), which stage 2 checks on every crop it repl
 ``--store-features`` also writes each view's student fbank (float16, ~32 KB per 2-s row),
 so stage 2 can train without replaying crops; with it the store's chunks and shards are
 smaller by default (256 and 4096 rows), as a shard is assembled in memory before writing.
+``--tail-samples M`` also draws, per row and temperature, M classes from the teacher's tail
+(the non-targets outside the row's top-k) with their logits, for stage 2's unbiased
+``--tail sampled`` losses: row ``r`` at temperature index ``t`` with
+``store.tail.tail_rng(seed, r, t)``, so draws too are pure functions of the run seed and the
+row (store/FORMAT.md, "The sampled tail").
 
 The store is locked (``<out>.lock``) while a dump writes it, so a second dump of the same
 ``--out`` is refused naming the process that holds it. A dump that fails before finishing
@@ -32,6 +37,7 @@ Examples::
     torchrun --nproc_per_node 2 -m stage1_teacher.dump --teacher exp/teacher/model.pt \\
         --data toy --out exp/logits.zarr --resume
     python -m stage1_teacher.dump --teacher exp/teacher.ts ...      # any TorchScript teacher
+    python -m stage1_teacher.dump ... --topk 32 --tail-samples 32   # + a sampled tail
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
 from store.cli import run, setup_logging
 from store.errors import UserError
 from store.lock import StoreLock
+from store.tail import SAMPLER, draw_store_rows
 
 log = logging.getLogger("stage1_teacher.dump")
 
@@ -177,12 +184,16 @@ def make_spec(
         ),
         features=feature_info(render.crop_samples, render.sample_rate)
         if config.store_features else None,
+        tail_draws=config.tail_samples,
+        tail_sampler=SAMPLER if config.tail_samples else "",
         extra={
             "run_seed": config.seed,
             "views_per_utt": config.views_per_utt,
             "row_order": "shuffled",  # ViewRows: views in a seeded random order
             "input_kind": teacher.input_kind,
-            "dump": {k: v for k, v in asdict(config).items() if k != "augment"},
+            # tail_samples only when asked: a dump without samples records what it always did
+            "dump": {k: v for k, v in asdict(config).items()
+                     if k != "augment" and (k != "tail_samples" or v)},
         },
     )
 
@@ -263,8 +274,10 @@ def leftover_note(out: Path, created: bool, ctx: DistContext) -> str:
             f"--resume to finish it (same settings), or remove it with `rm -r {out}`")
 
 
-def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowBlock:
-    """Teacher forward on one batch -> the store's columns for its rows."""
+def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str,
+               rows: Sequence[int] = ()) -> RowBlock:
+    """Teacher forward on one batch -> the store's columns for its rows (``rows``: their
+    store row numbers, which seed the sampled tail's draws)."""
     labels, utt = batch["label"], batch["utt"]
     logits, emb = teacher(batch["x"].to(device, non_blocking=True))
     bad = ~torch.isfinite(logits).all(dim=1)
@@ -277,6 +290,14 @@ def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowB
     if logits.abs().max() > FP16_MAX:
         raise UserError(f"teacher logits exceed the float16 range ({FP16_MAX}); rescale them")
     soft = summarize_logits(logits, labels.to(device), config.topk, config.temperatures)
+    tail_index = tail_logit = None
+    if config.tail_samples:
+        if len(rows) != len(labels):
+            raise ValueError(f"batch_rows needs the {len(labels)} store rows of the batch to "
+                             "draw the sampled tail")
+        tail_index, tail_logit = draw_store_rows(
+            logits.float().cpu().numpy(), labels.numpy(), soft.topk_index, config.temperatures,
+            config.tail_samples, config.seed, np.asarray(rows), np.dtype(np.int32))
     return RowBlock(
         utt=utt.numpy().astype(np.int32),
         start=batch["start"].numpy().astype(np.int64),
@@ -286,6 +307,8 @@ def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str) -> RowB
         embedding=emb.cpu().numpy().astype(np.float16) if config.embeddings else None,
         crop_checksum=batch["crop_checksum"].numpy().astype(np.int32),
         features=batch["features"].numpy() if config.store_features else None,
+        tail_index=tail_index,
+        tail_logit=tail_logit,
     )
 
 
@@ -387,7 +410,8 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
     log.info("rank %d: %d of %d shards to write (%d rows), teacher on %s with %d threads, "
              "%d workers", ctx.rank, len(mine), writer.num_shards, total, ctx.device,
              torch.get_num_threads(), workers)
-    loader = DataLoader(rows, batch_sampler=shard_batches(mine, batch_size), num_workers=workers,
+    batches = shard_batches(mine, batch_size)
+    loader = DataLoader(rows, batch_sampler=batches, num_workers=workers,
                         pin_memory=ctx.device.startswith("cuda"))
     assembler, background = ShardAssembler(mine), background_writer(writer)
     forward_s = wait_s = 0.0
@@ -395,10 +419,11 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
     with tqdm(total=total, unit="row", desc=f"dump rank {ctx.rank}",
               disable=not ctx.is_main) as bar:
         try:
-            for batch in unwrap_worker_errors(loader):  # a worker's UserError: one line
+            # the loader returns batches in the sampler's order, so zip names their rows
+            for batch, numbers in zip(unwrap_worker_errors(loader), batches, strict=True):
                 t2 = time.perf_counter()
                 wait_s += t2 - t1
-                part = batch_rows(teacher, batch, config, ctx.device)
+                part = batch_rows(teacher, batch, config, ctx.device, numbers)
                 t1 = time.perf_counter()
                 forward_s += t1 - t2
                 for shard, block in assembler.add(part):
@@ -448,6 +473,11 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
               help="Also store each view's student fbank (float16, ~32 KB per 2-s row): "
                    "stage 2 then trains without replaying crops. For many students on a "
                    "corpus whose features fit on disk; not for VoxCeleb on a small disk.")
+@click.option("--tail-samples", type=click.IntRange(min=0), default=0,
+              help="Also draw M classes per row and temperature from the teacher's tail "
+                   "(outside the top-k) for stage 2's unbiased --tail sampled losses; "
+                   "nT*M*4 bytes per row (384 at 3 temperatures, M = 32), e.g. --topk 32 "
+                   "--tail-samples 32.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64)
 @click.option("--workers", type=click.IntRange(min=0), default=1,
               help="DataLoader workers preparing crops.")
@@ -477,6 +507,7 @@ def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds
           --data toy --out exp/logits.zarr --threads 1
       python -m stage1_teacher.dump --teacher mypkg.teachers:wavlm_ecapa --data toy --out w.zarr
       python -m stage1_teacher.dump ... --store-features --out exp/logits.zarr  # no replay
+      python -m stage1_teacher.dump ... --topk 32 --tail-samples 32 --out exp/logits.zarr
       python -m stage1_teacher.dump --teacher speechbrain:pretrained/spkrec-ecapa-voxceleb \\
           --data vox --unknown-speakers drop --out exp/logits-sb.zarr
       python -m stage1_teacher.dump --teacher wespeaker:exp/voxceleb_resnet34 --data vox \\

@@ -23,6 +23,7 @@ class DumpConfig:
     chunk_rows: int = 4096
     shard_rows: int = 65536
     store_features: bool = False
+    tail_samples: int = 0  # M classes drawn per row and temperature from the tail (0: none)
 
 
 #: Chunk and shard rows without / with stored features (a shard of 65,536 2-s rows of

@@ -3,7 +3,8 @@
 
 The inputs must hold the same rows (``utt``, ``start``, ``seed`` equal row for row: dumps
 with the same view settings, or ``--views-from`` relabellings) under the same label map and
-temperature grid, which must include T = 1.
+temperature grid, which must include T = 1, and none may hold a sampled tail
+(``--tail-samples``: a draw from one teacher's tail is not one from the ensemble's).
 
 **What the ensemble is.** Per row, the mean of the teachers' class probabilities at T = 1,
 ``p(c) = mean_m softmax(z_m)(c)``, stored as logits ``zhat(c) = log p(c) + mean_m Z_m``
@@ -187,6 +188,10 @@ def merge(paths: Sequence[Path], out: Path, k: int | None = None) -> StoreSpec:
         if not reader.spec.has_crop_checksum:
             raise UserError(f"{path} is a format-1 cache without crop checksums; dump it "
                             "again before merging")
+        if reader.spec.has_tail_samples:
+            raise UserError(f"{path} holds a sampled tail (--tail-samples "
+                            f"{reader.spec.tail_draws}): draws from one teacher's tail cannot "
+                            "be merged into the ensemble's; merge caches dumped without it")
     specs = [r.spec for r in readers]
     check_same_views(specs, paths)
     k_max = min(s.k for s in specs)

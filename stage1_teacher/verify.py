@@ -7,8 +7,13 @@ rounding may reorder do not count as differences; ``topk_order`` is how far the 
 fresh non-target logit *outside* the cached top-k rises above the smallest one inside
 (0 when the cached classes are the teacher's top k). Stored student features are
 compared with the replayed fbank, and each crop's raw samples with the row's
-``crop_checksum``. Exit status 1 when any value is off by more than fp16 tolerance
-(``|d| <= atol + rtol * |x|``) or any crop read other audio than the dump did.
+``crop_checksum``. A sampled tail (``--tail-samples``) is replayed too: the drawn classes'
+logits are compared at the cached classes, and the draws are made again with the row's
+generator: a fresh logit that differs in its last bits may move a draw sitting on a CDF
+boundary to a neighbouring class, so up to ``TAIL_MISMATCH`` of the draws may differ (the
+report says how many did). Exit status 1 when any value is off by more than fp16 tolerance
+(``|d| <= atol + rtol * |x|``), more draws differ, or any crop read other audio than the
+dump did.
 
 Example::
 
@@ -34,11 +39,14 @@ from speaker.views.dataset import ViewRenderer
 from store import StoreReader
 from store.cli import run, setup_logging
 from store.errors import UserError
+from store.tail import draw_store_rows
 
 log = logging.getLogger("stage1_teacher.verify")
 
 RTOL = 2e-3  # two fp16 half-ulps: values are rounded once on write, once more if replayed on GPU
 ATOL = 2e-3
+#: Share of replayed tail draws allowed to land on another class (CDF boundaries, above).
+TAIL_MISMATCH = 0.01
 
 #: What each compared column measures, as verify prints it.
 MEASURES = {
@@ -46,6 +54,7 @@ MEASURES = {
     "topk_logit": "kept non-target logits, at the cached classes",
     "topk_order": "rise of the best non-kept logit above the smallest kept one",
     "tail_lse": "log-sum-exp of the non-kept logits, per temperature",
+    "tail_logit": "sampled tail's logits, at the cached classes",
     "embedding": "teacher embedding",
     "features": "stored student fbank vs the replayed one",
 }
@@ -62,10 +71,17 @@ class Replay:
     ratio: dict[str, float] = field(default_factory=dict)
     checksummed: int = 0  # rows with a crop checksum to compare (0 for version-1 stores)
     other_audio: list[str] = field(default_factory=list)  # utterance ids
+    tail_draws: int = 0  # sampled-tail draws replayed
+    tail_moved: int = 0  # ... of which the replay drew another class
+
+    @property
+    def tail_ok(self) -> bool:
+        return self.tail_moved <= TAIL_MISMATCH * self.tail_draws
 
     @property
     def passed(self) -> bool:
-        return max(self.ratio.values(), default=0.0) <= 1.0 and not self.other_audio
+        return (max(self.ratio.values(), default=0.0) <= 1.0 and not self.other_audio
+                and self.tail_ok)
 
     def add(self, name: str, diff: np.ndarray, ratio: np.ndarray) -> None:
         self.max_diff[name] = max(self.max_diff.get(name, 0.0), float(diff.max(initial=0.0)))
@@ -116,6 +132,9 @@ def replay_differences(store: Path, teacher_spec: str, data: DataPaths, rows: in
             raise UserError(f"teacher {teacher_spec} gives {logits.shape[1]} classes but "
                             f"{store} holds logits over {spec.num_classes}")
         fresh = _fresh_columns(logits.numpy(), block, spec.temperatures)
+        if block.tail_index is not None:
+            fresh["tail_logit"] = _fresh_tail(logits.numpy(), block, spec, found,
+                                              sample[begin:begin + batch_size])
         if block.embedding is not None and emb is not None:
             fresh["embedding"] = (emb.numpy(), block.embedding.astype(np.float32))
         if stored_features:
@@ -149,6 +168,19 @@ def _fresh_columns(logits: np.ndarray, block, temperatures) -> dict[str, tuple]:
         "topk_order": (inside + excess, inside),
         "tail_lse": (tail, block.tail_lse.astype(np.float64)),
     }
+
+
+def _fresh_tail(logits: np.ndarray, block, spec, found: Replay,
+                rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fresh logits at the cached draws, cached ones); counts the draws a replay moves."""
+    index = block.tail_index.astype(np.int64)
+    at = np.take_along_axis(logits[:, None, :], np.maximum(index, 0), axis=2)
+    again, _ = draw_store_rows(logits, block.label, block.topk_index.astype(np.int64),
+                               spec.temperatures, spec.tail_draws,
+                               int(spec.extra.get("run_seed", 0)), rows, np.dtype(np.int64))
+    found.tail_draws += int((index >= 0).sum())
+    found.tail_moved += int((again != index).sum())
+    return np.where(index >= 0, at, -np.inf), block.tail_logit.astype(np.float32)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
@@ -186,6 +218,11 @@ def cli(store: Path, teacher_spec: str, rows: int, seed: int, verbose: bool, **o
                    f"audio than the dump did (utterances {shown}): the corpus changed since "
                    f"the dump; restore it or re-dump the cache", err=True)
         sys.exit(1)
+    if not found.tail_ok:
+        click.echo(f"error: {store}: {found.tail_moved} of {found.tail_draws} replayed tail "
+                   f"draws landed on other classes (more than {100 * TAIL_MISMATCH:g} %): "
+                   "another teacher or run seed than the dump's", err=True)
+        sys.exit(1)
     if not found.passed:
         worst = max(found.ratio, key=found.ratio.get)
         click.echo(f"error: {store}: cached values differ from the teacher's beyond fp16 "
@@ -206,6 +243,11 @@ def report_lines(found: Replay) -> list[str]:
             lines.append(f"  {name:<13s} max |diff| {found.max_diff[name]:<9.3g} "
                          f"= {ratio:.3g}x tolerance  {'pass' if ratio <= 1 else 'FAIL'}  "
                          f"({measure})")
+    if found.tail_draws:
+        same = found.tail_draws - found.tail_moved
+        lines.append(f"  {'tail_index':<13s} {same} of {found.tail_draws} draws replayed to the "
+                     f"same class (up to {100 * TAIL_MISMATCH:g} % may move at CDF boundaries)  "
+                     f"{'pass' if found.tail_ok else 'FAIL'}")
     if found.checksummed:
         same = found.checksummed - len(found.other_audio)
         lines.append(f"  {'crop_checksum':<13s} {same} of {found.checksummed} crops read the "

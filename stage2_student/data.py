@@ -21,6 +21,13 @@ row's own (a shard copied from another dump) are refused. Every chunk the run wi
 checked when the views are built (:meth:`~store.reader.StoreReader.check_data`), before the
 first step.
 
+A request for the sampled tail (``CacheRequest.sampled_tail``, ``--tail sampled``) also turns
+each row's draws at the request's temperature into their weights and teacher
+log-probabilities (``kernels.sampled_tail_probs``, beside ``teacher_probs`` at k' = k); a
+cache without draws, or k' < k, is refused when the views are built. ``rows=True`` adds each
+row's store row number to its batch (found from its view seed), which online mode needs to
+draw a live teacher's tail with the cache's generators.
+
 Example::
 
     views = CachedViews(CacheRequest("logits.zarr", topk=16, temperature=1.0), render, 64)
@@ -43,7 +50,7 @@ from speaker.features.fbank import feature_info
 from speaker.io.manifest import Manifest
 from speaker.models.margin import LogitMargin
 from speaker.views.dataset import ViewRenderer
-from stage2_student.kernels import TeacherBuckets, teacher_probs
+from stage2_student.kernels import SampledTail, TeacherBuckets, sampled_tail_probs, teacher_probs
 from store import RowBlock, StoreReader
 from store.errors import UserError
 
@@ -60,6 +67,8 @@ class CacheRequest:
     # The teacher head's margin, put on the cached target logit by the kernel (the
     # --kd-logits margin convention); None: the cached ``scale * cos`` as it is.
     teacher_margin: LogitMargin | None = None
+    # Also the sampled tail's weights and log-probabilities (--tail sampled; needs k' = k).
+    sampled_tail: bool = False
 
 
 @dataclass
@@ -73,6 +82,9 @@ class StudentBatch:
     waves: torch.Tensor | None  # [B, samples] for a live waveform teacher
     utt: torch.Tensor | None = None  # [B] int64 manifest index of each row
     seed: torch.Tensor | None = None  # [B] int64 view seed of each row (identifies it)
+    tail_index: torch.Tensor | None = None  # [B, M] int64 drawn classes (sampled_tail)
+    sampled: SampledTail | None = None  # their weights and log-probabilities (numpy)
+    row: torch.Tensor | None = None  # [B] int64 store row of each row (rows=True)
 
 
 def open_cache(request: CacheRequest, manifest: Manifest) -> tuple[StoreReader, int, int]:
@@ -83,6 +95,13 @@ def open_cache(request: CacheRequest, manifest: Manifest) -> tuple[StoreReader, 
     reader = StoreReader.open(request.path, manifest_hash=manifest.content_hash())
     k_prime = reader.spec.k if request.topk is None else request.topk
     reader.check_topk(k_prime)
+    if request.sampled_tail and not reader.spec.has_tail_samples:
+        raise UserError(f"--tail sampled needs a cache with a sampled tail, and "
+                        f"{request.path} has none: dump it with --tail-samples M (e.g. 32)")
+    if request.sampled_tail and k_prime != reader.spec.k:
+        raise UserError(f"--tail sampled needs every kept speaker in the exact head (--topk "
+                        f"{reader.spec.k}, the cache's k), not k' = {k_prime}: the draws come "
+                        "from outside the cache's top-k")
     return reader, k_prime, reader.temperature_index(request.temperature)
 
 
@@ -106,6 +125,7 @@ class CachedViews(IterableDataset):
         keep_waves: bool = False,
         buckets: bool = True,
         features: bool | None = None,
+        rows: bool = False,
     ):
         self.request = request
         self.render = render
@@ -133,6 +153,7 @@ class CachedViews(IterableDataset):
         if self.use_features and not self.spec.has_features_checksum:
             log.warning("%s is a version-2 cache: it records no features checksums, so its "
                         "stored features cannot be checked to be their rows' own", request.path)
+        self._row_of = _RowLookup(self.reader) if rows else None
         if buckets:
             # Compile (or load from Numba's disk cache) the kernel here, once: DataLoader
             # workers are forked anew every epoch and would each pay ~0.2 s for it.
@@ -217,8 +238,16 @@ class CachedViews(IterableDataset):
             feats, waves = torch.from_numpy(rows.features.astype(np.float32)), []
         else:
             feats, waves = self._replay(rows)
+        tail_lse = np.ascontiguousarray(rows.tail_lse[:, self.t_index])
         buckets = None if not self.buckets else self._buckets(
-            rows.target_logit, rows.topk_logit, rows.tail_lse[:, self.t_index])
+            rows.target_logit, rows.topk_logit, tail_lse)
+        tail_index = sampled = None
+        if self.buckets and self.request.sampled_tail:
+            index = np.ascontiguousarray(rows.tail_index[:, self.t_index])
+            sampled = sampled_tail_probs(buckets, tail_lse,
+                                         np.ascontiguousarray(rows.tail_logit[:, self.t_index]),
+                                         index, self.request.temperature, parallel=False)
+            tail_index = torch.from_numpy(index.astype(np.int64))
         return StudentBatch(
             feats=feats,
             labels=torch.from_numpy(rows.label.astype(np.int64)),
@@ -229,6 +258,9 @@ class CachedViews(IterableDataset):
             waves=torch.from_numpy(np.stack(waves)) if self.keep_waves else None,
             utt=torch.from_numpy(rows.utt.astype(np.int64)),
             seed=torch.from_numpy(rows.seed.astype(np.int64)),
+            tail_index=tail_index,
+            sampled=sampled,
+            row=None if self._row_of is None else torch.from_numpy(self._row_of(rows.seed)),
         )
 
     def _buckets(self, target_logit: np.ndarray, topk_logit: np.ndarray,
@@ -245,3 +277,22 @@ class CachedViews(IterableDataset):
             # with torch: measured 2 ms -> 114 ms per fbank for the rest of the process.
             parallel=False,
         )
+
+
+class _RowLookup:
+    """view seeds -> their store rows (int64), from the cache's ``seed`` column (each row's
+    view seed is its own: ``draw_view(run_seed, row)``)."""
+
+    def __init__(self, reader: StoreReader):
+        spec, complete = reader.spec, reader.complete_flags()
+        chunks = [c for c in range(spec.num_chunks) if complete[spec.shard_of_chunk(c)]]
+        seeds = np.concatenate([reader.read_chunk(c).seed for c in chunks])
+        rows = np.concatenate([np.arange(*spec.chunk_range(c)) for c in chunks])
+        order = np.argsort(seeds, kind="stable")
+        self.seeds, self.rows = seeds[order], rows[order].astype(np.int64)
+        if (self.seeds[1:] == self.seeds[:-1]).any():
+            raise UserError(f"{reader.path}: two rows share a view seed, so rows cannot be "
+                            "found from their seeds")
+
+    def __call__(self, seeds: np.ndarray) -> np.ndarray:
+        return self.rows[np.searchsorted(self.seeds, np.asarray(seeds, np.uint64))]

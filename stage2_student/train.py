@@ -15,6 +15,12 @@ on both sides. The student head's logit scale is the teacher's: another one woul
 another temperature, and is refused. The KD weight ramps up over 2/15 of the epochs (the
 paper's 20 of 150) unless ``--kd-warmup`` says otherwise.
 
+``--tail sampled`` (KD and DKD) replaces the tail bucket by the cache's sampled tail, an
+unbiased estimate of the full-logit loss (docs/sampled_tail.md); it needs a cache dumped with
+``--tail-samples`` and k' = k. With ``--online-teacher`` the live teacher's logits are
+summarised and drawn the way the dump does (the cache's k, M and generators per row), so an
+online run with the dump's teacher sees the cache's draws.
+
 Every setting is checked against the cache before the first step; the resolved config is
 saved as ``config.json`` next to ``model.pt`` (``--config`` runs it again, any option given
 on the command line replacing its value), and the training history as ``results.json``, with
@@ -57,12 +63,14 @@ from stage2_student.losses import (
     distill_loss,
     loss_names,
     registered_loss,
+    sampled_from_logits,
 )
 from stage2_student.losses.flags import loss_option_flags, options_from_flags
 from store import StoreReader, StoreSpec, TeacherInfo
 from store.cli import run, setup_logging
 from store.errors import UserError
 from store.schema import spec_checksum
+from store.tail import tail_rng
 
 log = logging.getLogger("stage2_student.train")
 
@@ -147,6 +155,22 @@ def check_request(config: StudentConfig, views: CachedViews, live: Teacher | Non
         log.warning("the live teacher is not the one the cache was dumped with")
 
 
+@dataclass(frozen=True)
+class OnlineDraws:
+    """How online ``--tail sampled`` summarises and draws a live teacher's rows: the cache's
+    k, M and run seed, and the temperature's column (the generators' ``t``)."""
+
+    k: int
+    m: int
+    run_seed: int
+    t_index: int
+
+    @classmethod
+    def of(cls, spec: StoreSpec, temperature: float) -> OnlineDraws:
+        return cls(spec.k, spec.tail_draws, int(spec.extra.get("run_seed", 0)),
+                   spec.temperature_index(temperature))
+
+
 def cache_identity(spec: StoreSpec) -> dict[str, Any]:
     """What the rows of a cache are, for ``--resume`` to compare: the teacher's checkpoint
     sha256, the manifest digest, the dump's run seed, the augmentation and noise bank, and
@@ -166,7 +190,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         manifest, sample_rate = job.training_manifest(data, check=False)
         live = None if config.online_teacher is None else load_teacher(config.online_teacher,
                                                                        ctx.device)
-        spec = open_cache(CacheRequest(cache, config.distill.topk, config.distill.temperature),
+        spec = open_cache(CacheRequest(cache, config.distill.topk, config.distill.temperature,
+                                       sampled_tail=config.distill.tail == "sampled"),
                           manifest)[0].spec
         if spec.features is None:  # the crops are replayed from the audio
             check_audio(manifest, sample_rate, "training manifest")
@@ -174,8 +199,10 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
             check_scale(config, spec.teacher.scale, f"the teacher attributes of {cache}")
         else:
             check_scale(config, live.scale, f"--online-teacher {config.online_teacher}")
+        sampled = config.distill.tail == "sampled"
         request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
-                               kd_teacher_margin(config.distill.kd_logits, spec.teacher))
+                               kd_teacher_margin(config.distill.kd_logits, spec.teacher),
+                               sampled_tail=sampled)
         bank = data.noise_bank(sample_rate)
         if bank.content_hash() != spec.noise_bank_hash:
             raise UserError(f"the noise bank (--musan/--rirs) differs from the one {cache} was "
@@ -186,7 +213,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
                             ctx.world_size,
                             keep_waves=live is not None and live.input_kind == "wave",
                             buckets=live is None
-                            and registered_loss(config.distill.loss).uses_teacher_buckets)
+                            and registered_loss(config.distill.loss).uses_teacher_buckets,
+                            rows=live is not None and sampled)
         views = with_fresh_views(config, views)
         net = job.net(config.arch, config.arch_kwargs, spec.num_classes, config.schedule.scale,
                       config.seed)
@@ -213,7 +241,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
             return itertools.islice(loader, steps)
 
         live_margin = None if live is None else kd_teacher_margin(config.distill.kd_logits, live)
-        trainer.fit(batches, distill_step(config.distill, live, live_margin, ctx.device))
+        draws = OnlineDraws.of(spec, config.distill.temperature) if live and sampled else None
+        trainer.fit(batches, distill_step(config.distill, live, live_margin, ctx.device, draws))
         warn_if_capped(trainer.history, config.distill, views.k_prime)
         final = trainer.history[-1] if trainer.history else {}
         if ctx.is_main and evaluate is not None:
@@ -238,12 +267,13 @@ def warn_if_capped(history: list[dict], distill: DistillConfig, k_prime: int) ->
 
 
 def distill_step(config: DistillConfig, live: Teacher | None, live_margin: LogitMargin | None,
-                 device: str):
+                 device: str, draws: OnlineDraws | None = None):
     """The per-batch loss: AAM cross-entropy plus the weighted distillation term.
 
     The student's KD logits follow ``config.kd_logits`` (its margin logits, the ones CE
     trains, or ``scale * cos``); a live teacher's get ``live_margin`` on the target (the
-    cached teacher's got it in the kernel).
+    cached teacher's got it in the kernel). ``draws``: online ``--tail sampled`` (the live
+    logits summarised and drawn as the dump does; the batch must carry its store rows).
     """
 
     def step(net: torch.nn.Module, batch: StudentBatch, epoch: float):
@@ -253,11 +283,18 @@ def distill_step(config: DistillConfig, live: Teacher | None, live_margin: Logit
         kd_logits = margin_logits if config.kd_logits == "margin" else cos_logits
         parts = DistillBatch(student_logits=kd_logits, labels=labels,
                              topk_index=batch.topk_index, teacher=batch.teacher,
-                             student_emb=emb, teacher_emb=batch.teacher_emb)
+                             student_emb=emb, teacher_emb=batch.teacher_emb,
+                             tail_index=batch.tail_index, sampled=batch.sampled)
         if live is not None:
             teacher_input = batch.waves if live.input_kind == "wave" else batch.feats
             parts.teacher_logits, parts.teacher_emb = live(teacher_input.to(device))
-            if live_margin is not None:
+            if draws is not None:  # the sampled loss from the live rows (cached mode's path)
+                rngs = [tail_rng(draws.run_seed, r, draws.t_index) for r in batch.row.tolist()]
+                parts.topk_index, parts.teacher, tail, parts.sampled = sampled_from_logits(
+                    parts.teacher_logits, labels, draws.k, config.temperature, draws.m, rngs,
+                    margin=live_margin)
+                parts.tail_index, parts.teacher_logits = tail.index, None
+            elif live_margin is not None:
                 parts.teacher_logits = live_margin.apply(parts.teacher_logits, labels)
         kd = distill_loss(config, parts, epoch)
         acc = (cos_logits.argmax(1) == labels).float().mean()
@@ -277,6 +314,8 @@ Examples:
       --trkd-tau-end 0.05 --out exp/xv-trkd
   python -m stage2_student.train --cache exp/logits.zarr --data toy --loss dualgroup \\
       --topk 16 --dualgroup-binary-entropy 0.5 --out exp/xv-dualgroup
+  python -m stage2_student.train --cache exp/logits.zarr --data toy --loss dkd \\
+      --beta 8 --temperature 4 --tail sampled --out exp/xv-dkd-sampled
   python -m stage2_student.train --config exp/xv-dkd/config.json --out exp/xv-dkd-again
   python -m stage2_student.train --config exp/xv-dkd/config.json --seed 1 --out exp/xv-dkd-s1
   python -m stage2_student.train --cache exp/logits.zarr --data toy --arch xvector \\
@@ -289,7 +328,7 @@ Examples:
 # has -- speaker.training.options -- StudentConfig's own, --cache/--config and the data).
 _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
                     "temperature": "temperature", "topk": "topk", "kd_warmup": "warmup_epochs",
-                    "kd_logits": "kd_logits"}
+                    "kd_logits": "kd_logits", "tail": "tail"}
 
 
 @click.command(context_settings={"show_default": True}, epilog=EXAMPLES)
@@ -312,6 +351,10 @@ _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
               help="KD on margin logits (each head's margin on the target: the student's "
                    "ramped AAM margin, the teacher's from the cache; the paper's code) or on "
                    "scale*cos logits on both sides.")
+@click.option("--tail", type=click.Choice(["exact-bucket", "sampled"]), default="exact-bucket",
+              help="The non-targets outside the top-k: one bucket of their exact mass, or the "
+                   "cache's sampled tail (kd, dkd: an unbiased estimate of the full-logit loss; "
+                   "needs a cache dumped with --tail-samples and k' = k), e.g. --tail sampled.")
 @click.option("--kd-warmup", type=click.FloatRange(min=0), default=None,
               help="Epochs of linear KD-weight ramp [default: 2/15 of --epochs, at most 20: "
                    "the paper's 20 of 150].")

@@ -236,7 +236,10 @@ class StoreReader:
         zarr reads an absent shard object as fill values, so this is what tells a deleted
         file from data (one existence check per array and complete shard).
         """
-        arrays = [*self._arrays.values(), *([self._features] if self._features else [])]
+        arrays = [a for name, a in self._arrays.items()
+                  # an empty tail's draws are all fill (-1), which zarr does not store
+                  if name != "tail_index" or self.spec.k < self.spec.num_classes - 1]
+        arrays += [self._features] if self._features else []
         shards = [int(i) for i in np.flatnonzero(self._complete)]
         keys = [(shard, shard_key(a, shard)) for shard in shards for a in arrays]
         absent = set(absent_keys(self.group, [key for _, key in keys]))

@@ -53,7 +53,8 @@ class RowBlock:
     ``crop_checksum`` (version-1 stores), ``features`` (stores without stored features,
     and every block a reader returns unless asked for features), ``features_checksum``
     (stores without stored features, version-2 stores, and blocks handed to the writer,
-    which computes it).
+    which computes it), ``tail_index`` / ``tail_logit`` (stores without a sampled tail):
+    [N, nT, M] each.
 
     Example::
 
@@ -74,6 +75,8 @@ class RowBlock:
     crop_checksum: np.ndarray | None = None
     features: np.ndarray | None = None
     features_checksum: np.ndarray | None = None
+    tail_index: np.ndarray | None = None
+    tail_logit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -229,6 +232,8 @@ def check_block(
             finite & (np.isfinite(tail) & (tail > bound)).any(1),
             "tail_lse exceeds log(#tail) + z_k/T (the tail includes a logit above the k-th)",
         )
+    if "tail_index" in out:
+        _check_tail(out, spec, finite, bad)
     if "embedding" in out:
         bad(~np.isfinite(out["embedding"].astype(np.float32)).all(1), "embedding is not finite")
     if "features" in out:
@@ -242,6 +247,46 @@ def check_block(
                 "features are not the row's own (they fail the row's features_checksum: "
                 "copied from another row or dump?)")
     return RowBlock.from_arrays(out), problems
+
+
+def _check_tail(out: dict[str, np.ndarray], spec: StoreSpec, topk_finite: np.ndarray,
+                bad) -> None:
+    """The sampled tail's invariants (FORMAT.md): per row and temperature, M draws from
+    outside the row's top-k and label, ascending, with finite logits that fit ``tail_lse``."""
+    index = out["tail_index"].astype(np.int64)  # [B, nT, M]
+    logit = out["tail_logit"].astype(np.float32)
+    label, n = out["label"], len(out["label"])
+    if spec.num_classes - 1 - spec.k == 0:  # nothing to draw from: the whole row is padding
+        bad((index != -1).reshape(n, -1).any(1) | (logit != -np.inf).reshape(n, -1).any(1),
+            "tail_index must be -1 and tail_logit -inf: top-k holds every non-target")
+        return
+    drawn = index >= 0
+    bad((~drawn).reshape(n, -1).any(1),
+        f"tail_index has fewer than {spec.tail_draws} draws per temperature (-1 entries) "
+        "though the tail is not empty")
+    bad((index >= spec.num_classes).reshape(n, -1).any(1),
+        f"tail_index outside [0, {spec.num_classes})")
+    bad((index == label[:, None, None]).reshape(n, -1).any(1),
+        "tail_index contains the target label")
+    topk = out["topk_index"].astype(np.int64)
+    inside = np.zeros(index.shape, bool)
+    for j in range(topk.shape[1]):  # k passes over [B, nT, M] rather than a [B, nT, M, k] array
+        inside |= index == topk[:, j, None, None]
+    bad(inside.reshape(n, -1).any(1), "tail_index contains one of the row's top-k classes")
+    if spec.tail_draws > 1:
+        bad((np.diff(index, axis=2) < 0).reshape(n, -1).any(1),
+            "tail_index is not in ascending order")
+    finite = np.isfinite(logit).reshape(n, -1).all(1)
+    bad(~finite, "tail_logit is not finite in float16")
+    # A drawn class is one of the tail's, so z/T <= logsumexp over the tail (tail_lse); the
+    # slack covers the float16 rounding of z (2^-11 |z|) as for topk_logit.
+    temps = np.asarray(spec.temperatures, np.float64)[None, :, None]
+    tail = out["tail_lse"].astype(np.float64)[:, :, None]
+    with np.errstate(invalid="ignore"):
+        over = logit / temps > tail + (np.abs(logit) * 2.0**-10 + 1e-3) / temps \
+            + 1e-5 * np.abs(tail) + 1e-4
+    bad(finite & topk_finite & np.isfinite(tail[:, :, 0]).all(1) & over.reshape(n, -1).any(1),
+        "tail_logit exceeds tail_lse at its temperature (z/T above the tail's log-sum-exp)")
 
 
 def validate_block(
@@ -265,8 +310,10 @@ def missing_arrays(arrays: Mapping[str, np.ndarray], spec: StoreSpec) -> list[st
     :func:`check_block` reports. Only the arrays present in ``arrays`` are checked.
     """
     missing = []
+    empty_tail = spec.k == spec.num_classes - 1
     for d in spec.array_defs():
-        if d.name not in arrays:
+        if d.name not in arrays or (d.name == "tail_index" and empty_tail):
+            # an empty tail's draws are all -1 (the fill): tail_logit (-inf) tells them apart
             continue
         a = arrays[d.name]
         first = a.reshape(len(a), -1)[:, 0]

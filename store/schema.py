@@ -30,7 +30,8 @@ from store.errors import StoreError
 FORMAT_NAME = "entkd-teacher-cache"
 #: The version this entkd writes. Version 2 added ``crop_checksum``, the optional
 #: ``features`` array, ``spec_sha256`` and the teacher's epoch/labels; version 3 the
-#: ``features_checksum`` that binds stored features to their row (FORMAT.md).
+#: ``features_checksum`` that binds stored features to their row and the optional sampled
+#: tail (``tail_index``, ``tail_logit``; FORMAT.md).
 FORMAT_VERSION = 3
 #: Versions this entkd reads (version-1 stores have no crop checksums: replay is unchecked;
 #: version-2 stores have no features checksums: stored features are unchecked).
@@ -212,7 +213,9 @@ class StoreSpec:
 
     ``manifest_ids[i]`` is the utterance that ``utt == i`` refers to (may be empty when the
     caller does not record ids). ``shard_rows`` must be a multiple of ``chunk_rows``.
-    ``features``: stored student features (None: stage 2 replays crops). ``format_version``
+    ``features``: stored student features (None: stage 2 replays crops). ``tail_draws``: M
+    classes drawn per row and temperature from the teacher's tail (0: no sampled tail), by
+    ``tail_sampler`` (``store.tail.SAMPLER``). ``format_version``
     is the version of the store the spec describes (a reader may open version-1 stores,
     which have no ``crop_checksum``); it is a root attribute, not part of ``spec``.
     """
@@ -235,6 +238,8 @@ class StoreSpec:
     label_map: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     features: FeatureInfo | None = None
+    tail_draws: int = 0
+    tail_sampler: str = ""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -298,6 +303,14 @@ class StoreSpec:
                              f"{list(READABLE_VERSIONS)}")
         if self.format_version < 2 and self.features is not None:
             raise StoreError("stored features need cache format version 2")
+        put("tail_draws", _positive_int("tail_draws", self.tail_draws, minimum=0))
+        if self.tail_draws and not (isinstance(self.tail_sampler, str) and self.tail_sampler):
+            raise StoreError("tail_draws > 0 needs tail_sampler (how the draws were made, "
+                             "e.g. 'draw_tail/1')")
+        if not self.tail_draws and self.tail_sampler:
+            raise StoreError(f"tail_sampler {self.tail_sampler!r} given without tail_draws")
+        if self.tail_draws and self.format_version < 3:
+            raise StoreError("a sampled tail needs cache format version 3")
 
     # -- geometry ---------------------------------------------------------------------------
 
@@ -362,6 +375,11 @@ class StoreSpec:
         return self.format_version >= 2
 
     @property
+    def has_tail_samples(self) -> bool:
+        """Whether rows carry a sampled tail (``tail_index``, ``tail_logit``)."""
+        return self.tail_draws > 0
+
+    @property
     def has_features_checksum(self) -> bool:
         """Version-3 stores with stored features bind each row's features to the row."""
         return self.features is not None and self.format_version >= 3
@@ -392,6 +410,11 @@ class StoreSpec:
                                  ("row", "frame", "mel")))
         if self.has_features_checksum:
             defs.append(ArrayDef("features_checksum", np.dtype(np.int32), (), -1, ("row",)))
+        if self.has_tail_samples:
+            draws = (len(self.temperatures), self.tail_draws)
+            dims = ("row", "temperature", "draw")
+            defs += [ArrayDef("tail_index", self.topk_index_dtype, draws, -1, dims),
+                     ArrayDef("tail_logit", np.dtype(np.float16), draws, math.nan, dims)]
         return tuple(defs)
 
     def bytes_per_row_raw(self) -> int:
@@ -411,6 +434,8 @@ class StoreSpec:
                 if value is None:
                     continue  # optional: absent rather than null
                 value = value.to_dict()
+            elif f.name in ("tail_draws", "tail_sampler") and not self.tail_draws:
+                continue  # optional: absent, so a store without samples keeps its spec
             elif f.name == "teacher":
                 value = value.to_dict()
             elif f.name == "temperatures":

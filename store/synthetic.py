@@ -56,8 +56,10 @@ def synthetic_spec(
     shard_rows: int = 65536,
     embedding_dim: int = 0,
     features: FeatureInfo | None = None,
+    tail_draws: int = 0,
 ) -> StoreSpec:
-    """A spec shaped like a VoxCeleb2 cache (ids ``utt000000...`` when ``num_utterances``)."""
+    """A spec shaped like a VoxCeleb2 cache (ids ``utt000000...`` when ``num_utterances``;
+    ``tail_draws`` > 0: with a synthetic sampled tail)."""
     ids = tuple(f"utt{i:07d}" for i in range(num_utterances))
     return StoreSpec(
         num_rows=num_rows,
@@ -74,7 +76,29 @@ def synthetic_spec(
         augment={"kind": "synthetic"},
         augment_hash="synthetic-augment",
         features=features,
+        tail_draws=tail_draws,
+        tail_sampler="synthetic" if tail_draws else "",
     )
+
+
+def _synthetic_tail(rng: np.random.Generator, spec: StoreSpec, label: np.ndarray,
+                    topk_index: np.ndarray, topk_logit: np.ndarray,
+                    tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Valid sampled-tail columns: per row and temperature M ascending classes outside the
+    label and top-k, logits below the k-th kept one and below ``T * tail_lse``."""
+    n, n_t, m = len(label), len(spec.temperatures), spec.tail_draws
+    if spec.num_classes - 1 == spec.k:
+        return (np.full((n, n_t, m), -1, spec.topk_index_dtype),
+                np.full((n, n_t, m), -np.inf, np.float16))
+    index = np.empty((n, n_t, m), spec.topk_index_dtype)
+    for i in range(n):
+        free = np.setdiff1d(np.arange(spec.num_classes), [label[i], *topk_index[i]])
+        index[i] = np.sort(rng.choice(free, (n_t, m)), axis=1)
+    temps = np.asarray(spec.temperatures, np.float64)[None, :, None]
+    ceiling = np.minimum(topk_logit.astype(np.float64).min(1)[:, None, None],
+                         temps * tail[:, :, None]) - 0.05
+    logit = ceiling - np.abs(rng.normal(0.0, 3.0, (n, n_t, m)))
+    return index, logit.astype(np.float16)
 
 
 def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> RowBlock:
@@ -126,6 +150,8 @@ def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> Row
         features = rng.normal(0.0, 3.0, shape).astype(np.float16)
     start = rng.integers(0, 6 * spec.sample_rate, n, dtype=np.int64)
     seed = rng.integers(0, 2**63, n, dtype=np.uint64)
+    tail_index, tail_logit = _synthetic_tail(rng, spec, label, topk_index, topk_logit, tail) \
+        if spec.has_tail_samples else (None, None)
     return RowBlock(
         utt=utt.astype(np.int32),
         start=start,
@@ -140,4 +166,6 @@ def synthetic_rows(spec: StoreSpec, start: int, stop: int, seed: int = 0) -> Row
         features=features,
         features_checksum=features_checksum(utt, start, seed, features)
         if spec.has_features_checksum else None,
+        tail_index=tail_index,
+        tail_logit=tail_logit,
     )

@@ -190,6 +190,18 @@ class StudentCache:
         return dict(STUDENT_CACHE)
 
 
+def student_dump_argv(teacher: Path, corpus: Path, out: Path) -> list[str]:
+    """The ``stage1_teacher.dump`` arguments of ``student_cache`` (STUDENT_CACHE), into ``out``."""
+    c = STUDENT_CACHE
+    return ["--teacher", str(teacher), "--data", str(corpus),
+            "--out", str(out), "--views-per-utt", str(c["views_per_utt"]),
+            "--topk", str(c["topk"]), "--crop-seconds", str(c["crop_seconds"]),
+            "--speeds", ",".join(map(str, c["speeds"])), "--aug-prob", str(c["aug_prob"]),
+            "--chunk-rows", str(c["chunk_rows"]), "--shard-rows", str(c["shard_rows"]),
+            "--seed", str(c["run_seed"]), "--workers", "0", "--batch-size", "32",
+            "--threads", "1"]
+
+
 @pytest.fixture(scope="session")
 def student_cache(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> StudentCache:
     import torch
@@ -211,15 +223,8 @@ def student_cache(toy_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust to a busy CPU
     try:
         train_teacher(config, DataPaths(data=toy_corpus), root / "teacher", resume=False)
-        dump.cli.main([
-            "--teacher", str(root / "teacher" / "model.pt"), "--data", str(toy_corpus),
-            "--out", str(cache), "--views-per-utt", str(c["views_per_utt"]),
-            "--topk", str(c["topk"]), "--crop-seconds", str(c["crop_seconds"]),
-            "--speeds", ",".join(map(str, c["speeds"])), "--aug-prob", str(c["aug_prob"]),
-            "--chunk-rows", str(c["chunk_rows"]), "--shard-rows", str(c["shard_rows"]),
-            "--seed", str(c["run_seed"]), "--workers", "0", "--batch-size", "32",
-            "--threads", "1",
-        ], standalone_mode=False)
+        dump.cli.main(student_dump_argv(root / "teacher" / "model.pt", toy_corpus, cache),
+                      standalone_mode=False)
     finally:
         torch.set_num_threads(threads)
     return StudentCache(toy_corpus, root / "teacher" / "model.pt", cache)
@@ -262,25 +267,34 @@ def student_run(student_cache: StudentCache,
     return run
 
 
+def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], seconds: float, what: str,
+               ended: Callable[[], str]) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()``; fail if it ends before (``ended()`` says
+    why) or nothing is ready after ``seconds``."""
+    try:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            assert proc.poll() is None, ended()
+            assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def _sigkill_when(command: list[str], ready: Callable[[], bool], env: dict[str, str],
-                 what: str) -> None:
+                  what: str) -> None:
     """Run ``command`` from the repository root, SIGKILL it as soon as ``ready()`` holds
     (``what`` names the awaited state in the timeout message)."""
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not ready():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, f"no {what} after 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
+        _kill_when(proc, ready, 120, what, lambda: proc.stderr.read().decode())
     finally:
-        proc.kill()
-        proc.wait()
         proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
 
 
 def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str]) -> int:
@@ -302,6 +316,34 @@ def sigkill_when() -> Callable[[list[str], Callable[[], bool], dict[str, str], s
 def sigkill_once_checkpointed() -> Callable[[list[str], Path, dict[str, str]], int]:
     """The kill half of the kill-then-resume tests of teacher and student training."""
     return _sigkill_once_checkpointed
+
+
+def _sigkill_after_first_shard(command: list[str], out: Path, log: Path) -> list[int]:
+    """Run a dump CLI, SIGKILL it once a shard of ``out`` is complete; -> the shards left
+    missing (the caller checks some are)."""
+    from store import StoreReader
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def completed() -> int | None:
+        try:
+            reader = StoreReader.open(out, allow_incomplete=True)
+        except Exception:  # not created yet, or caught between two writes of its metadata
+            return None
+        return reader.spec.num_shards - len(reader.missing_shards())
+
+    with log.open("w") as sink:
+        proc = subprocess.Popen(command, cwd=repo, stdout=sink, stderr=sink)
+        _kill_when(proc, lambda: (completed() or 0) >= 1, 300, "completed shard",
+                   lambda: "the dump finished before it could be killed")
+    return StoreReader.open(out, allow_incomplete=True).missing_shards()
+
+
+@pytest.fixture
+def sigkill_after_first_shard() -> Callable[[list[str], Path, Path], list[int]]:
+    """The kill half of the dumps' kill-then-resume tests: ``(command, out, log)`` ->
+    missing shards after a SIGKILL that came once one shard was complete."""
+    return _sigkill_after_first_shard
 
 
 def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:

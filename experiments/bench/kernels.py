@@ -8,7 +8,9 @@ and ends with one JSON line: rows_per_s (``--threads`` threads, k=64, k'=64),
 numpy_rows_per_s, speedup_vs_numpy, bytes_per_row_touched. The TRKD and dual-group kernels
 (``triage_probs``, ``dual_group_probs``), which regroup ``teacher_probs``' output, are
 timed on it beside it (k'=64, TRKD at tau=0.05, dual-group with softening on): JSON
-trkd_rows_per_s, dualgroup_rows_per_s.
+trkd_rows_per_s, dualgroup_rows_per_s. So is the sampled tail's kernel
+(``sampled_tail_probs``, M = 32 float16 draws per row, on the same buckets): JSON
+sampled_rows_per_s.
 
 \b
 Examples:
@@ -33,9 +35,11 @@ from experiments.machine import load_average, machine
 from experiments.markdown import write_atomic
 from stage2_student.kernels import (
     DualGroupBuckets,
+    SampledTail,
     TeacherBuckets,
     TriageBuckets,
     dual_group_probs,
+    sampled_tail_probs,
     teacher_probs,
     triage_probs,
 )
@@ -48,6 +52,7 @@ log = logging.getLogger("bench_kernels")
 K = 64
 K_PRIMES = (64, 32)
 TEMPERATURE = 2.0
+TAIL_DRAWS = 32  # M of the sampled tail's kernel
 
 
 def synthetic_rows(rows: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,7 +78,10 @@ DUALGROUP_ENTROPY = 0.5  # softening on: the kernel's one log per row is timed t
 
 
 def group_bytes_per_row(kind: str, k_prime: int) -> int:
-    """Bytes the TRKD / dual-group kernel reads from teacher_probs' output and writes."""
+    """Bytes the TRKD / dual-group / sampled-tail kernel reads from teacher_probs' output
+    (and the cache) and writes."""
+    if kind == "sampled":  # two tail masses and tail_lse in; per draw id + logit in, 4 out
+        return 3 * 4 + TAIL_DRAWS * (2 + 2 + 4 * 4)
     if kind == "trkd":  # binary + nontarget in; mass, confusion, size, capped out
         return 4 * 2 + 4 * (k_prime + 1) + 4 * 3 + 4 * k_prime + 4 + 1
     return 4 * (k_prime + 2) + 4 * (k_prime + 1) + 4 * 2 + 4  # full in; primary, binary, soften
@@ -217,7 +225,14 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
     buckets = teacher_probs(target, topk, tail, K, TEMPERATURE)
     cap = log_odds_at_entropy(DUALGROUP_ENTROPY)
     group: dict[str, dict] = {}
+    rng = np.random.default_rng(seed + 1)
+    draw_index = rng.integers(0, 5994, (rows, TAIL_DRAWS)).astype(np.int16)
+    draw_logit = (tail[:, None] * TEMPERATURE - rng.exponential(3.0, (rows, TAIL_DRAWS))
+                  ).astype(np.float16)
     for kind, call, out in (
+            ("sampled", lambda o: sampled_tail_probs(buckets, tail, draw_logit, draw_index,
+                                                     TEMPERATURE, out=o),
+             SampledTail.empty(rows, TAIL_DRAWS)),
             ("trkd", lambda o: triage_probs(buckets, TRKD_TAU, out=o),
              TriageBuckets.empty(rows, K)),
             ("dualgroup", lambda o: dual_group_probs(buckets, cap, out=o),
@@ -248,6 +263,7 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
         trkd_rows_per_cpu_s=round(group["trkd"]["rows_per_cpu_s"]),
         dualgroup_rows_per_s=round(group["dualgroup"]["rows_per_s"]),
         dualgroup_rows_per_cpu_s=round(group["dualgroup"]["rows_per_cpu_s"]),
+        sampled_rows_per_s=round(group["sampled"]["rows_per_s"]), sampled_draws=TAIL_DRAWS,
         trkd_tau=TRKD_TAU, dualgroup_binary_entropy=DUALGROUP_ENTROPY,
     )
     settings = {
@@ -262,6 +278,8 @@ def cli(rows: int, repeats: int, threads: int, seed: int, out_path: Path, verbos
                                          f"`dual_group_probs` with softening to "
                                          f"{DUALGROUP_ENTROPY} bit, on teacher_probs' k'={K} "
                                          "buckets, preallocated outputs",
+        "numba-sampled": f"`sampled_tail_probs`, M = {TAIL_DRAWS} float16 draws per row "
+                         f"(int16 ids), on the same buckets, preallocated outputs",
         "repeats": repeats,
     }
     write_report(out_path, table, summary, settings)

@@ -113,16 +113,8 @@ def build(setup: Setup, work: Path,
     models = {} if demo is None else models
     for name, opts, epochs in (("teacher", setup.teacher_opts, setup.teacher_epochs),
                                ("student", setup.student_opts, setup.student_epochs)):
-        models.setdefault(name, work / name / "model.pt")
-        if models[name].exists():
-            continue
-        config = resolve_config("demo", {
-            "arch": setup.teacher_arch, "arch_kwargs": setup.arch_kwargs(opts),
-            "epochs": epochs, "batch_size": 32, "crop_seconds": setup.crop_seconds,
-            "workers": 0, "eval_every": 0, "optimizer": setup.optimizer, "seed": setup.seed})
-        t0 = time.perf_counter()
-        train_teacher(config, data, work / name, resume=False)
-        log.info("%s trained in %.0f s", name, time.perf_counter() - t0)
+        if name not in models:
+            models[name] = train_model(setup, data, work / name, opts, epochs)
     if not cache.exists():
         classes = LabelMap.from_manifest(data.train_manifest()).num_classes
         dump.cli.main(["--teacher", str(models["teacher"]), "--data", str(corpus),
@@ -133,9 +125,25 @@ def build(setup: Setup, work: Path,
     return corpus, models["teacher"], models["student"], cache
 
 
+def train_model(setup: Setup, data: DataPaths, out: Path, opts: str, epochs: int) -> Path:
+    """An AAM model of ``setup``'s recipe trained into ``out`` (resumed after a kill; kept
+    once finished, i.e. once its results.json exists); -> its model.pt."""
+    if not (out / "results.json").exists():
+        config = resolve_config("demo", {
+            "arch": setup.teacher_arch, "arch_kwargs": setup.arch_kwargs(opts),
+            "epochs": epochs, "batch_size": 32, "crop_seconds": setup.crop_seconds,
+            "workers": 0, "eval_every": 0, "optimizer": setup.optimizer, "seed": setup.seed})
+        t0 = time.perf_counter()
+        train_teacher(config, data, out, resume=True)
+        log.info("%s trained in %.0f s", out.name, time.perf_counter() - t0)
+    return out / "model.pt"
+
+
 @torch.no_grad()
-def replay(corpus: Path, teacher_path: Path, student_path: Path, cache: Path, batch: int = 64):
-    """(cache reader, all rows, teacher full logits, student margin logits), row order."""
+def replay(corpus: Path, teacher_path: Path, student_path: Path, cache: Path, batch: int = 64,
+           limit: int | None = None):
+    """(cache reader, rows, teacher full logits, student margin logits), row order: every
+    row, or the first ``limit``."""
     data = DataPaths(data=corpus)
     manifest = data.train_manifest()
     reader = StoreReader.open(cache, manifest_hash=manifest.content_hash())
@@ -147,7 +155,7 @@ def replay(corpus: Path, teacher_path: Path, student_path: Path, cache: Path, ba
     student.head.margin = student.config["schedule"]["margin"]  # the end of its margin ramp
     for model in (teacher.model, student.model):
         model.eval()
-    rows = reader.read(0, len(reader))
+    rows = reader.read(0, len(reader) if limit is None else min(limit, len(reader)))
     t_logits, s_logits = [], []
     for begin in range(0, len(rows), batch):
         block = rows.slice(begin, begin + batch)

@@ -23,6 +23,7 @@ from experiments.recipes import (
     loss_flags,
     training_data_argv,
 )
+from experiments.results import tail
 from experiments.runs import Run
 from experiments.size import Size
 
@@ -341,4 +342,5 @@ class Plan:
             # build ~20 s; 4 timed calls of each model, the paper forward ~3 s per crop
             est_s=20.0 + 4 * 3.0 * s.cost_batch, meta={"section": [6]}))
         self.runs += sorted(students, key=lambda r: -r.est_s)
+        tail.add_runs(self)  # 7. the sampled tail (experiments/results/tail.py)
         return self.runs

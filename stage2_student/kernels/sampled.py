@@ -4,7 +4,7 @@ log-probability, as a Numba kernel over the teacher buckets.
 Input per row at temperature T: the teacher buckets at k' = k (``buckets.teacher_probs``,
 whose last column is the exact tail mass: ``Q_tail`` of the non-target distribution,
 ``P_tail`` of the full one), the cache's ``tail_lse`` column and the row's draws (class ids,
-teacher logits ``z_m``, optional counts; see ``losses.tail.TailDraws``). Output, [B, M] each:
+teacher logits ``z_m``, optional counts; see ``store.tail.TailDraws``). Output, [B, M] each:
 
 * ``nt_weight[m]  = Q_tail * c_m / sum(c)``  and ``nt_logq[m]   = log Q_tail + z_m/T - tail_lse``
 * ``full_weight[m] = P_tail * c_m / sum(c)`` and ``full_logp[m] = log P_tail + z_m/T - tail_lse``

@@ -29,7 +29,7 @@ from stage2_student.losses.buckets import check_teacher, no_autocast, on_device,
 from stage2_student.losses.config import DistillBatch, DistillConfig, cached_inputs
 from stage2_student.losses.kd import dkd_terms
 from stage2_student.losses.registry import register_sampled
-from stage2_student.losses.tail import TailDraws, draw_tail_rows
+from store.tail import TailDraws, draw_tail_rows
 
 __all__ = ["sampled_kl_rows", "sampled_kd_rows", "sampled_nckd_rows", "sampled_kd_loss",
            "sampled_dkd_loss", "sampled_from_logits"]

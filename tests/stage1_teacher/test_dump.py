@@ -13,10 +13,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -176,37 +174,14 @@ def test_workers_do_not_change_rows(tiny_dump: Path, toy_corpus: Path, dump_teac
 # ---- kill -9 and --resume -------------------------------------------------------------------
 
 
-def completed_shards(path: Path) -> int | None:
-    """Shards marked complete, or None while the store cannot be opened yet."""
-    try:
-        reader = StoreReader.open(path, allow_incomplete=True)
-    except Exception:  # not created yet, or caught between two writes of its metadata
-        return None
-    return reader.spec.num_shards - len(reader.missing_shards())
-
-
 def test_sigkill_then_resume_equals_uninterrupted_dump(
-    tiny_dump: Path, toy_corpus: Path, dump_teachers, dump_args: list[str], tmp_path: Path
+    tiny_dump: Path, toy_corpus: Path, dump_teachers, dump_args: list[str], tmp_path: Path,
+    sigkill_after_first_shard,
 ):
     out = tmp_path / "logits.zarr"
     command = [sys.executable, "-m", "stage1_teacher.dump",
                *dump_cmd(dump_teachers["a"], toy_corpus, out, [*dump_args, "--embeddings"])]
-    with (tmp_path / "killed.log").open("w") as log:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                assert proc.poll() is None, "the dump finished before it could be killed"
-                assert time.monotonic() < deadline, "no shard was completed in 300 s"
-                done = completed_shards(out)
-                if done is not None and done >= 1:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-                time.sleep(0.01)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_after_first_shard(command, out, tmp_path / "killed.log")
 
     killed = StoreReader.open(out, allow_incomplete=True)
     missing = killed.missing_shards()

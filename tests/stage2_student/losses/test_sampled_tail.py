@@ -21,7 +21,7 @@ from stage2_student.losses import (
     sampled_from_logits,
 )
 from stage2_student.losses.sampled import sampled_kd_rows, sampled_nckd_rows
-from stage2_student.losses.tail import TailDraws, as_counts, draw_tail, tail_rng
+from store.tail import TailDraws, as_counts, draw_tail, tail_rng
 
 K = 8
 

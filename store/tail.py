@@ -11,9 +11,11 @@ each with the teacher's logit ``z_j`` (no temperature, no margin). Any loss term
 (docs/sampled_tail.md has the math and the tests that prove it).
 
 :func:`draw_tail` is the one definition of a draw; :func:`tail_rng` the one RNG layout. The
-dump calls them per stored row and temperature; online mode (``losses.sampled``) calls them
-on a live teacher's logits, so both give the same draws for the same seeds. The module
-imports only numpy so that it can move under ``store/`` (which both stages import) as it is.
+dump (stage 1) calls them per stored row and temperature (:func:`draw_store_rows`: the
+``tail_index`` / ``tail_logit`` columns of a block of rows); online mode
+(``stage2_student.losses.sampled``) calls them on a live teacher's logits, so both give the
+same draws for the same seeds. It lives in ``store`` because both stages use it, and imports
+only numpy.
 
 Example::
 
@@ -31,7 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TailDraws", "TailDraw", "draw_tail", "tail_rng", "draw_tail_rows", "as_counts"]
+__all__ = ["TailDraws", "TailDraw", "draw_tail", "tail_rng", "draw_tail_rows", "draw_store_rows",
+           "as_counts", "SAMPLER"]
 
 SAMPLER = "draw_tail/1"  # the sampler's name and version, for a store's spec
 
@@ -143,6 +146,33 @@ def draw_tail_rows(logits: np.ndarray, labels: np.ndarray, topk_index: np.ndarra
     index = np.stack([r.index for r in rows]) if rows else np.empty((0, m), np.int64)
     logit = np.stack([r.logit for r in rows]) if rows else np.empty((0, m), np.float32)
     return TailDraws(index, logit), np.array([r.lse for r in rows], np.float64)
+
+
+def draw_store_rows(logits: np.ndarray, labels: np.ndarray, topk_index: np.ndarray,
+                    temperatures: Sequence[float], m: int, run_seed: int, rows: np.ndarray,
+                    index_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The ``tail_index`` [B, nT, m] (``index_dtype``) and ``tail_logit`` [B, nT, m]
+    (float16) columns of store rows ``rows`` (global row numbers) from the teacher's full
+    float32 ``logits`` [B, C]: row ``i`` at temperature column ``t`` is
+    ``draw_tail(logits[i], labels[i], topk_index[i], temperatures[t], m,
+    tail_rng(run_seed, rows[i], t))``.
+
+    >>> z = np.array([[5.0, 3.0, 0.0, 0.0, 1.0, -9.0]], np.float32)
+    >>> i, x = draw_store_rows(z, np.array([0]), np.array([[1]]), (1.0,), 6, 7, np.array([0]),
+    ...                        np.dtype(np.int16))
+    >>> i.tolist(), x.dtype
+    ([[[3, 3, 4, 4, 4, 4]]], dtype('float16'))
+    """
+    b, n_t = len(logits), len(temperatures)
+    index = np.empty((b, n_t, m), index_dtype)
+    logit = np.empty((b, n_t, m), np.float16)
+    for i in range(b):
+        z = np.asarray(logits[i], np.float32)
+        for t, temperature in enumerate(temperatures):
+            d = draw_tail(z, int(labels[i]), topk_index[i], temperature, m,
+                          tail_rng(run_seed, int(rows[i]), t))
+            index[i, t], logit[i, t] = d.index, d.logit
+    return index, logit
 
 
 def as_counts(draws: TailDraws) -> TailDraws:
