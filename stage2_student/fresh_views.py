@@ -23,8 +23,6 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 import numpy as np
 import torch
@@ -34,9 +32,6 @@ from speaker.views.dataset import EpochViews, check_audio
 from speaker.views.view import draw_view
 from stage2_student.data import CachedViews, StudentBatch
 from store.errors import UserError
-
-if TYPE_CHECKING:
-    from stage2_student.train import StudentConfig
 
 FRESH_KEY = 0xF5E5  # mixed into the student's seed: fresh views never repeat teacher views
 
@@ -113,16 +108,16 @@ class FreshViews(IterableDataset):
             yield self.batch(index)
 
 
-def with_fresh_views(config: StudentConfig, cached: CachedViews) -> CachedViews | FreshViews:
-    """The views a student run trains on: ``cached`` as it is, or (``config.fresh_views``)
-    fresh views of the same cache's shape for the live teacher; refuses what cannot be
-    served."""
-    if not config.fresh_views:
+def with_fresh_views(fresh: bool, online_teacher: str | None, loss: str, topk: int | None,
+                     cached: CachedViews) -> CachedViews | FreshViews:
+    """The views a student run trains on: ``cached`` as it is, or (``fresh``) fresh views of
+    the same cache's shape for the live teacher; refuses what cannot be served."""
+    if not fresh:
         return cached
-    if config.online_teacher is None:
+    if online_teacher is None:
         raise UserError("--fresh-views needs --online-teacher: fresh crops have no cached "
                         "soft labels")
-    if config.distill.loss == "dualgroup" and config.distill.topk is None:
+    if loss == "dualgroup" and topk is None:
         raise UserError("--fresh-views with --loss dualgroup needs --topk (the primary "
                         "group's size; fresh views carry no cached top-k)")
     return FreshViews(cached, keep_waves=cached.keep_waves)

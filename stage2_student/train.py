@@ -215,7 +215,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
                             buckets=live is None
                             and registered_loss(config.distill.loss).uses_teacher_buckets,
                             rows=live is not None and sampled)
-        views = with_fresh_views(config, views)
+        views = with_fresh_views(config.fresh_views, config.online_teacher,
+                                 config.distill.loss, config.distill.topk, views)
         net = job.net(config.arch, config.arch_kwargs, spec.num_classes, config.schedule.scale,
                       config.seed)
         check_request(config, views, live, net.model.embed_dim)

@@ -14,16 +14,32 @@ until dev tuning picks another setting) from three teacher signals, ``SEEDS`` se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # the plan imports this module, not the other way round at run time
-    from experiments.results.plan import Plan
+from experiments.runs import Run
 
 LOSS = "dkd-b8t4"
 SECTION = 7
 SEEDS = 3  # at least 3: the comparison's seed resampling needs them
 TAIL_DRAWS = 32
 TOPK = 32
+
+
+class Plan(Protocol):
+    """What this section needs of :class:`experiments.results.plan.Plan` (which calls
+    :func:`add_runs`; a protocol, so this module does not import the plan back)."""
+
+    size: Any
+    synthetic: bool
+    train: Path | None
+    runs: list[Run]
+
+    def dump(self, name: str, teacher: str, train: Path | None, views: int, topk: int,
+             deps: tuple[str, ...], share: float, sections: list[int], **kw: Any) -> Run: ...
+
+    def student(self, name: str, dump: str, arch: str, loss: str, seed: int,
+                sections: list[int], **kw: Any) -> Run: ...
 
 
 def add_runs(plan: Plan) -> None:

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from stage2_student.losses.config import DistillBatch, DistillConfig
 
 __all__ = ["LossOptions", "option", "RegisteredLoss", "register_loss", "register_sampled",
            "registered_loss", "loss_names", "loss_options", "loss_option_classes"]
 
-LossFn = Callable[["DistillConfig", "DistillBatch"], Tensor]
+# (DistillConfig, DistillBatch) -> scalar loss; typed loosely because losses.config, which
+# defines both, imports this registry
+LossFn = Callable[..., Tensor]
 
 
 @dataclass(frozen=True)
