@@ -54,12 +54,13 @@ log = logging.getLogger(__name__)
 class CacheRequest:
     """Which part of a cache a student trains on."""
 
-    path: Path
+    path: str | Path  # a local path or an object-store URL (s3://bucket/logits.zarr)
     topk: int | None = None  # k' (None: the store's k)
     temperature: float = 1.0
     # The teacher head's margin, put on the cached target logit by the kernel (the
     # --kd-logits margin convention); None: the cached ``scale * cos`` as it is.
     teacher_margin: LogitMargin | None = None
+    storage_options: dict | None = None  # fsspec options of a URL path (not saved in runs)
 
 
 @dataclass
@@ -80,7 +81,8 @@ def open_cache(request: CacheRequest, manifest: Manifest) -> tuple[StoreReader, 
 
     Raises StoreError for a cache from another manifest, k' > k or an off-grid T.
     """
-    reader = StoreReader.open(request.path, manifest_hash=manifest.content_hash())
+    reader = StoreReader.open(request.path, manifest_hash=manifest.content_hash(),
+                              storage_options=request.storage_options)
     k_prime = reader.spec.k if request.topk is None else request.topk
     reader.check_topk(k_prime)
     return reader, k_prime, reader.temperature_index(request.temperature)

@@ -36,6 +36,7 @@ from store._zarr import (
 )
 from store.errors import CorruptShardError, StoreError
 from store.lock import current_writer
+from store.remote import is_transport_error, unreachable
 from store.rows import RowBlock, check_block, missing_arrays
 from store.schema import COMPLETE_ARRAY, MANIFEST_ARRAY, StoreSpec, check_format, decode_ids
 
@@ -63,18 +64,22 @@ def read_flags(group: zarr.Group, where: str) -> np.ndarray:
     flags = member(group, COMPLETE_ARRAY, where)
     try:
         return np.asarray(flags[:], dtype=bool)
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:
+        if is_transport_error(exc):
+            raise unreachable(where, exc, f"reading its {COMPLETE_ARRAY} flags") from exc
+        if not isinstance(exc, ValueError | RuntimeError):
+            raise
         raise StoreError(
             f"{where}: the {COMPLETE_ARRAY} flags are corrupt ({exc}); delete "
             f"{COMPLETE_ARRAY}/c/ and resume the dump to rewrite every shard"
         ) from exc
 
 
-def incomplete_advice(where: str) -> str:
+def incomplete_advice(where: str, storage_options: dict[str, Any] | None = None) -> str:
     """What to do about unwritten shards: wait for the process that holds the store's lock
     (a dump still running), or finish the dump."""
     local = local_path(where)
-    writer = current_writer(local) if local is not None else None
+    writer = current_writer(where if local is None else local, storage_options)
     if writer is not None:
         return f"another process ({writer}) is still writing it: wait for it to finish"
     return (f"finish the dump with --resume (`python -m store verify --allow-incomplete "
@@ -176,7 +181,8 @@ class StoreReader:
         if len(missing) and not allow_incomplete:
             raise StoreError(
                 f"{where} is incomplete: {len(missing)} of {spec.num_shards} shards are not "
-                f"written (shards {format_ranges(missing.tolist())}); {incomplete_advice(where)}"
+                f"written (shards {format_ranges(missing.tolist())}); "
+                f"{incomplete_advice(where, storage_options)}"
             )
         options = {
             "manifest_hash": manifest_hash,
@@ -296,7 +302,8 @@ class StoreReader:
                 start, stop = spec.chunk_range(chunk)
                 raise StoreError(
                     f"rows {start}..{stop - 1} of {self.path} are in shard {shard}, which is "
-                    f"not written yet; {incomplete_advice(self.path)}"
+                    f"not written yet; "
+                    f"{incomplete_advice(self.path, self._options['storage_options'])}"
                 )
         ranges = [spec.chunk_range(c) for c in chunks]
         results = iter(
@@ -337,6 +344,8 @@ class StoreReader:
                     array=name,
                     rows=(start, stop),
                 )
+            if isinstance(result, BaseException) and is_transport_error(result):
+                raise unreachable(self.path, result, f"reading shard {shard} ('{name}')")
             if isinstance(result, BaseException):
                 raise StoreError(
                     f"reading shard {shard} ('{name}') of {self.path} failed: {result}"

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import click
 import pytest
 
+from tests.s3_server import s3, s3_server  # noqa: F401  (fixtures: moto's S3 on 127.0.0.1)
+
 if TYPE_CHECKING:  # torch is imported lazily: collection stays fast
     import torch
 
