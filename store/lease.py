@@ -12,7 +12,8 @@ owner (a random id, pid, host and process start time) and its lease (seconds). T
   for a whole lease.
 * **stale**: a lock object not rewritten for longer than its lease (by the store's clock,
   ``LastModified``), or whose holder ran on this host and is no longer running (pid and
-  start time), belongs to a writer that ended; the next writer takes it over with a write
+  start time) or released it (this process, when the release could not delete it),
+  belongs to a writer that ended; the next writer takes it over with a write
   conditional on the version it judged stale, so two takers cannot both win.
 * **release**: the holder deletes the object (if it is still its own).
 
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 
 LEASE_S = 60.0
 """Default lease: a lock object not renewed for this long is stale."""
+
+# Owner ids of the locks this process holds now: a lock object naming this process but none
+# of these was left by a release that could not delete it (the store was unreachable).
+_HELD: set[str] = set()
 
 
 def lock_url(store: str) -> str:
@@ -111,6 +116,8 @@ class _Seen:
             pid = self.body.get("pid")
             if isinstance(pid, int) and not _alive(pid, self.body.get("started")):
                 return "that process is no longer running"
+            if pid == os.getpid() and self.body.get("owner") not in _HELD:
+                return "this process released it"
         return None
 
 
@@ -122,6 +129,7 @@ class LeaseLock:
         self.store, self.path = store, lock_url(store)
         self._fs, self._key, self._body, self._etag = fs, key, body, etag
         self._conditional = conditional
+        _HELD.add(body["owner"])
         self._renewed = time.monotonic()
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -204,13 +212,14 @@ class LeaseLock:
             return
         self._stop.set()
         self._thread.join()
+        _HELD.discard(self._body["owner"])
         try:
             seen = _read(self._fs, self._key)
             if seen is not None and seen.body.get("owner") == self._body["owner"]:
                 self._fs.rm(self._key)
         except Exception as exc:
-            log.warning("could not remove the lock %s (%s): it goes stale after its lease",
-                        self.path, exc)
+            log.warning("could not remove the lock %s (%s): the next writer takes it over "
+                        "once its lease has run out (at once on this host)", self.path, exc)
 
     def __enter__(self) -> LeaseLock:
         return self
