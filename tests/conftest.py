@@ -264,19 +264,18 @@ def student_run(student_cache: StudentCache,
     return run
 
 
-def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str]) -> int:
-    """Run a training CLI, SIGKILL it as soon as ``out/model.pt`` exists; -> the epoch
-    that checkpoint holds (the caller checks it is mid-run)."""
-    from speaker.models.checkpoint import load_checkpoint
-
+def sigkill_when(command: list[str], ready: Callable[[], bool], env: dict[str, str],
+                 what: str, timeout: float = 120) -> None:
+    """Run ``command`` from the repository root and SIGKILL it as soon as ``ready()``; fails
+    the test if it ends first or ``what`` is not reached within ``timeout`` seconds."""
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "model.pt").exists():
+        deadline = time.monotonic() + timeout
+        while not ready():
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            assert time.monotonic() < deadline, f"no {what} after {timeout:g} s"
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
@@ -284,6 +283,14 @@ def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str
         proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
+
+
+def _sigkill_once_checkpointed(command: list[str], out: Path, env: dict[str, str]) -> int:
+    """Run a training CLI, SIGKILL it as soon as ``out/model.pt`` exists; -> the epoch
+    that checkpoint holds (the caller checks it is mid-run)."""
+    from speaker.models.checkpoint import load_checkpoint
+
+    sigkill_when(command, (out / "model.pt").exists, env, "checkpoint")
     return load_checkpoint(out / "model.pt").state["epoch"]
 
 

@@ -9,7 +9,6 @@ environment; the lock object's rule (store/lease.py); an interrupted create fini
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from store.lease import LeaseLock, lock_url
 from store.lock import StoreLock, current_writer
 from store.remote import CREATING
 from store.synthetic import synthetic_rows
+from tests.conftest import sigkill_when
 from tests.stage1_teacher.test_dump import assert_same_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,19 +204,8 @@ def test_sigkill_then_resume_on_s3_equals_uninterrupted_dump(
     url = s3.url("killed.zarr")
     command = [sys.executable, "-m", "stage1_teacher.dump",
                *dump_cmd(dump_teachers["a"], toy_corpus, url, dump_args)]
-    with (tmp_path / "killed.log").open("w") as log:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, env=s3.env)
-        try:
-            deadline = time.monotonic() + 300
-            while not any_shard_complete(s3, "killed.zarr"):
-                assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no shard was completed in 300 s"
-                time.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_when(command, lambda: any_shard_complete(s3, "killed.zarr"), s3.env,
+                 "shard completed", timeout=300)
     missing = StoreReader.open(url, storage_options=s3.options,
                                allow_incomplete=True).missing_shards()
     assert 1 <= len(missing) < 3, f"kill came too late or too early: missing {missing}"
