@@ -49,6 +49,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:  # an s3:// store: one INFO line per client about where it found its settings
+        logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -18,6 +18,7 @@ Example (a DataLoader worker of a DDP rank)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -125,6 +126,7 @@ class StoreReader:
         arrays = {d.name: member(group, d.name, self.path) for d in spec.array_defs()}
         self._features = arrays.pop("features", None)
         self._arrays = arrays
+        self._pid = os.getpid()
 
     @classmethod
     def open(
@@ -213,6 +215,12 @@ class StoreReader:
         other = StoreReader.open(state["path"], **state["options"])
         self.__dict__.update(other.__dict__)
 
+    def _reopen_after_fork(self) -> None:
+        """In a forked child (a DataLoader worker), reopen a store on an object store: the
+        copied connections belong to the parent's event loop, which the child lacks."""
+        if self._pid != os.getpid() and local_path(self.path) is None:
+            self.__setstate__(self.__getstate__())
+
     def __len__(self) -> int:
         return self.spec.num_rows
 
@@ -223,6 +231,7 @@ class StoreReader:
 
     def manifest_ids(self) -> tuple[str, ...]:
         """The manifest ids (``utt`` indexes them), read from the store on each call."""
+        self._reopen_after_fork()
         try:
             data = np.asarray(self.group[MANIFEST_ARRAY][:])
         except (ValueError, RuntimeError) as exc:
@@ -242,6 +251,7 @@ class StoreReader:
         zarr reads an absent shard object as fill values, so this is what tells a deleted
         file from data (one existence check per array and complete shard).
         """
+        self._reopen_after_fork()
         arrays = [*self._arrays.values(), *([self._features] if self._features else [])]
         shards = [int(i) for i in np.flatnonzero(self._complete)]
         keys = [(shard, shard_key(a, shard)) for shard in shards for a in arrays]
@@ -290,6 +300,7 @@ class StoreReader:
         checksum or missing data. ``features``: also read the stored features.
         ``check_rows=False`` skips the invariants (``store verify`` lists them itself).
         """
+        self._reopen_after_fork()
         spec = self.spec
         arrays = self._read_arrays(features)
         for chunk in chunks:

@@ -185,7 +185,7 @@ def test_dump_verify_train_merge_on_s3(s3, tiny_dump, toy_corpus, dump_teachers,
     cache = s3.upload(student_cache.cache, "student.zarr")
     common = ["--data", str(student_cache.corpus), "--arch", "xvector", "--arch-opt",
               "channels=16", "--arch-opt", "embed_dim=16", "--epochs", "1", "--batch-size",
-              "32", "--workers", "0"]
+              "32", "--workers", "2"]  # DataLoader workers reopen the store after fork
     remote = run_cli(train.cli, ["--cache", cache, *s3.flags, *common,
                                    "--out", tmp_path / "remote"])
     assert remote.exit_code == 0, remote.stderr
