@@ -348,7 +348,9 @@ def cli(config_path: Path | None, cache: str | None, out: Path, resume: bool, ve
         else:
             data = DataPaths(**{k: None if v is None else Path(v)
                                 for k, v in saved["data"].items()})
-    final = train_student(config, cache, data, out, resume, storage_options)
+    if not is_remote(cache):
+        cache = Path(cache)
+    final = train_student(config, cache, data, out, resume, storage_options=storage_options)
     if final:
         click.echo(" ".join(f"{k}={v:.4f}" for k, v in final.items() if isinstance(v, float)))
 
