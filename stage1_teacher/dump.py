@@ -20,7 +20,10 @@ smaller by default (256 and 4096 rows), as a shard is assembled in memory before
 row (store/FORMAT.md, "The sampled tail").
 
 The store is locked (``<out>.lock``) while a dump writes it, so a second dump of the same
-``--out`` is refused naming the process that holds it. A dump that fails before finishing
+``--out`` is refused naming the process that holds it. ``--out`` may be an object-store URL
+(``s3://bucket/logits.zarr``, options from ``--storage-option`` or the environment); there
+the lock is a lock object with a lease and ``--resume`` also finishes an interrupted create
+(store/FORMAT.md, "On an object store"). A dump that fails before finishing
 a single shard removes the store it created; one that fails later says how to continue
 (``--resume``) or clear it.
 
@@ -77,9 +80,10 @@ from stage1_teacher.dump_config import DEFAULT_GEOMETRY, DumpConfig, RowOptions
 from stage1_teacher.row_plan import plan_rows
 from stage1_teacher.soft_labels import FP16_MAX, summarize_logits
 from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
-from store.cli import run, setup_logging
+from store.cli import StoreLocation, run, setup_logging, storage_option_flag
 from store.errors import UserError
 from store.lock import StoreLock
+from store.remote import is_remote, remove_command, remove_store, store_state
 from store.tail import SAMPLER, draw_store_rows
 
 log = logging.getLogger("stage1_teacher.dump")
@@ -235,43 +239,66 @@ def settings_differences(stored: StoreSpec, spec: StoreSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def open_store(out: Path, spec: StoreSpec, resume: bool,
-               ctx: DistContext) -> tuple[StoreWriter, bool]:
-    """Rank 0 creates the store (or, resuming, checks it has these settings); the other
-    ranks then open it. -> (writer, whether this call created the store)."""
-    if resume and out.exists():
-        differing = settings_differences(StoreWriter.open(out).spec, spec)
+def _removal(out: str | Path) -> str:
+    return remove_command(str(out)) if is_remote(out) else f"`rm -r {out}`"
+
+
+def open_store(out: str | Path, spec: StoreSpec, resume: bool, ctx: DistContext,
+               storage_options: dict | None = None) -> tuple[StoreWriter, bool]:
+    """Rank 0 creates the store (or, resuming, checks it has these settings, or finishes
+    a create interrupted on an object store); the other ranks then open it. -> (writer,
+    whether this call created the store)."""
+    state = (store_state(str(out), storage_options) if is_remote(out)
+             else "store" if Path(out).exists() else "absent")
+    if resume and state == "store":
+        stored = StoreWriter.open(out, storage_options=storage_options).spec
+        differing = settings_differences(stored, spec)
         if differing:
             raise UserError(
                 f"{out} was dumped with different {', '.join(differing)} than this run; "
                 f"resume only with the same settings (and teacher), choose another --out, or "
-                f"remove it with `rm -r {out}`"
+                f"remove it with {_removal(out)}"
             )
     created = False
     if ctx.is_main:
-        if out.exists() and not resume:
+        if state in ("store", "other") and not resume:
             raise UserError(f"{out} exists; pass --resume to continue it, choose another "
-                            f"--out, or remove it with `rm -r {out}`")
-        if not out.exists():
-            StoreWriter.create(out, spec)
+                            f"--out, or remove it with {_removal(out)}")
+        if state == "creating" and not resume:
+            raise UserError(f"{out} is a create that was interrupted; pass --resume to "
+                            f"finish it, or remove it with {_removal(out)}")
+        if state in ("absent", "creating"):
+            StoreWriter.create(out, spec, storage_options=storage_options,
+                               finish_interrupted=resume)
             created = True
     ctx.barrier()
-    return StoreWriter.open(out, spec), created
+    return StoreWriter.open(out, spec, storage_options=storage_options), created
 
 
-def leftover_note(out: Path, created: bool, ctx: DistContext) -> str:
+def leftover_note(out: str | Path, created: bool, ctx: DistContext,
+                  storage_options: dict | None = None) -> str:
     """After a failed dump: remove a store this run created and never completed a shard
     of (single process; nothing to keep), else say how to continue or clear it."""
     try:
-        writer = StoreWriter.open(out)
+        writer = StoreWriter.open(out, storage_options=storage_options)
+        done = int(writer.complete_flags().sum())
     except StoreError:
-        return ""
-    done = int(writer.complete_flags().sum())
+        if not is_remote(out):
+            return ""
+        # Unreachable (or caught mid-create): what is marked complete there stays so.
+        return (f"; the shards {out} has marked complete are kept: once it is reachable, "
+                f"rerun with --resume to finish it (same settings)")
     if created and done == 0 and ctx.world_size == 1:
-        shutil.rmtree(out, ignore_errors=True)
+        if is_remote(out):
+            try:
+                remove_store(str(out), storage_options)
+            except StoreError:
+                return f"; nothing was written: remove {out} with {_removal(out)}"
+        else:
+            shutil.rmtree(out, ignore_errors=True)
         return f"; nothing was written ({out} removed)"
     return (f"; {out} keeps {done} of {writer.num_shards} shards: once fixed, rerun with "
-            f"--resume to finish it (same settings), or remove it with `rm -r {out}`")
+            f"--resume to finish it (same settings), or remove it with {_removal(out)}")
 
 
 def batch_rows(teacher: Teacher, batch, config: DumpConfig, device: str,
@@ -323,31 +350,33 @@ class ShardSink(Protocol):
     def close(self) -> None: ...
 
 
-def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path, *, resume: bool,
-         batch_size: int, workers: int, threads: int = 0,
+def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: str | Path, *,
+         resume: bool, batch_size: int, workers: int, threads: int = 0,
          background_writer: Callable[[StoreWriter], ShardSink] = BackgroundWriter,
-         rows: RowOptions | None = None) -> dict[str, float]:
+         rows: RowOptions | None = None,
+         storage_options: dict | None = None) -> dict[str, float]:
     """Write (or complete) the cache at ``out``; returns timing counters of this rank.
 
     ``threads``: torch threads for the teacher (0: auto, see
     :func:`speaker.training.trainer.intra_op_threads`; the previous setting is restored on
     return). ``background_writer``: what takes whole shards. ``rows``: teacher label list,
     unknown-speaker policy and ``--views-from`` (:mod:`stage1_teacher.row_plan`).
+    ``storage_options``: for an ``out`` given as an object-store URL.
     """
     ctx = init_distributed()
     previous_threads = torch.get_num_threads()
     intra_op_threads(threads, workers, ctx)
     try:
         return _dump(ctx, teacher_spec, data, config, out, resume, batch_size, workers,
-                     background_writer, rows or RowOptions())
+                     background_writer, rows or RowOptions(), storage_options)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConfig, out: Path,
-          resume: bool, batch_size: int, workers: int,
+def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConfig,
+          out: str | Path, resume: bool, batch_size: int, workers: int,
           background_writer: Callable[[StoreWriter], ShardSink],
-          options: RowOptions) -> dict[str, float]:
+          options: RowOptions, storage_options: dict | None) -> dict[str, float]:
 
     teacher = load_teacher(teacher_spec, ctx.device)
     if teacher.epoch is not None and teacher.epochs is not None and teacher.epoch < teacher.epochs:
@@ -379,18 +408,21 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
     spec = plan.adapt_spec(make_spec(config, teacher, manifest, label_map, render,
                                      bank.content_hash(), embedding_dim if config.embeddings
                                      else 0), len(rows))
-    if ctx.is_main:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    lock = StoreLock.acquire(out) if ctx.is_main else None
+    if ctx.is_main and not is_remote(out):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    lock = StoreLock.acquire(out, storage_options) if ctx.is_main else None
     writer = None
     try:
-        writer, created = open_store(out, spec, resume, ctx)
+        writer, created = open_store(out, spec, resume, ctx, storage_options)
+        if lock is not None:
+            writer.guard = lock.check  # a lock object can be lost: then mark nothing more
         return _write_rows(ctx, writer, rows, config, teacher, batch_size, workers,
                            background_writer)
     except (UserError, StoreError) as exc:
         # Only a failure while writing leaves a store to explain; open_store's own
         # refusals already say what to do.
-        note = leftover_note(out, created, ctx) if writer is not None else ""
+        note = (leftover_note(out, created, ctx, storage_options) if writer is not None
+                else "")
         if not note:
             raise
         kind = UserError if isinstance(exc, UserError) else StoreError
@@ -459,7 +491,9 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
                    "--seed, --chunk-rows, --shard-rows) are taken from it, e.g. "
                    "--views-from exp/logits.zarr --out exp/logits-sb.zarr.")
 @data_options
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Store path (.zarr).")
+@click.option("--out", type=StoreLocation(), required=True,
+              help="Store path (.zarr), or an object-store URL (s3://bucket/logits.zarr).")
+@storage_option_flag
 @click.option("--views-per-utt", type=click.IntRange(min=1), default=4,
               help="Augmented crops per utterance (E).")
 @click.option("--crop-seconds", type=click.FloatRange(min=0, min_open=True), default=2.0)
@@ -493,10 +527,11 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
               help="Run seed: every row's view derives from it.")
 @click.option("--resume", is_flag=True, help="Complete an interrupted dump at --out.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds: str,
+def cli(teacher_spec: str, out: str, temperatures: str, aug_prob: float, speeds: str,
         batch_size: int, workers: int, threads: int, resume: bool, verbose: bool,
         chunk_rows: int | None, shard_rows: int | None, teacher_labels: Path | None,
-        unknown_speakers: str, views_from: Path | None, **opts) -> None:
+        unknown_speakers: str, views_from: Path | None, storage_options: dict | None,
+        **opts) -> None:
     """Run TEACHER once over augmented training crops and write the logit cache.
 
     \b
@@ -525,7 +560,8 @@ def cli(teacher_spec: str, out: Path, temperatures: str, aug_prob: float, speeds
     )
     stats = dump(teacher_spec, data, config, out, resume=resume, batch_size=batch_size,
                  workers=workers, threads=threads,
-                 rows=RowOptions(teacher_labels, unknown_speakers, views_from))
+                 rows=RowOptions(teacher_labels, unknown_speakers, views_from),
+                 storage_options=storage_options)
     click.echo(f"wrote {stats['rows']} rows to {out} in {stats['total_s']:.1f} s "
                f"(teacher {stats['forward_s']:.1f} s, waiting for crops {stats['wait_s']:.1f} s, "
                f"writer thread {stats['write_s']:.1f} s)")

@@ -33,6 +33,12 @@ outside U can never rank above one inside it under (1)); the tail is the rest of
 outside classes. ``scripts/measure_merge.py`` measures the resulting error against merging
 the full logits (docs/merge_approximation.md).
 
+**Where it writes.** A local ``--out`` is built under a staging name and renamed when
+complete. Inputs and ``--out`` may also be object-store URLs (``s3://bucket/ens.zarr``, options
+from ``--storage-option`` or the environment); there, with no rename, a merge that fails
+removes what it wrote, and one that could not (a lost connection) is finished by the same
+command with ``--resume`` (store/FORMAT.md, "On an object store").
+
 Example::
 
     python -m stage1_teacher.merge exp/logits-ecapa.zarr exp/logits-r34.zarr \\
@@ -52,9 +58,10 @@ import click
 import numpy as np
 
 from store import FORMAT_VERSION, RowBlock, StoreReader, StoreSpec, StoreWriter, TeacherInfo
-from store.cli import run, setup_logging
-from store.errors import UserError
+from store.cli import StoreLocation, run, setup_logging, storage_option_flag
+from store.errors import StoreError, UserError
 from store.lock import StoreLock
+from store.remote import is_remote, remove_command, remove_store, store_state
 
 log = logging.getLogger("stage1_teacher.merge")
 
@@ -175,15 +182,25 @@ def ensemble_teacher(specs: Sequence[StoreSpec]) -> TeacherInfo:
                        scale=scale, margin=margin, margin_kind=kind)
 
 
-def merge(paths: Sequence[Path], out: Path, k: int | None = None) -> StoreSpec:
+def merge(paths: Sequence[str | Path], out: str | Path, k: int | None = None, *,
+          storage_options: dict | None = None, resume: bool = False) -> StoreSpec:
     """Write the ensemble cache of ``paths`` to ``out`` (via a staging directory renamed at
     the end, so a failed merge leaves nothing at ``out`` and removes its staging; the
-    staging of a killed merge is removed by the next one, which holds ``out``'s lock)."""
+    staging of a killed merge is removed by the next one, which holds ``out``'s lock).
+
+    An ``out`` on an object store is written in place (module docstring); ``resume``
+    finishes one left incomplete. ``storage_options``: for every path given as a URL.
+    """
     if len(paths) < 2:
         raise UserError("give at least two caches to merge")
-    if out.exists():
-        raise UserError(f"{out} exists; choose another --out")
-    readers = [StoreReader.open(p) for p in paths]
+    remote = is_remote(out)
+    state = store_state(str(out), storage_options) if remote else (
+        "store" if Path(out).exists() else "absent")
+    if state != "absent" and not (remote and resume):
+        raise UserError(f"{out} exists; choose another --out"
+                        + (", or pass --resume to finish an interrupted merge" if remote else ""))
+    readers = [StoreReader.open(p, storage_options=storage_options if is_remote(p) else None)
+               for p in paths]
     for reader, path in zip(readers, paths, strict=True):
         if not reader.spec.has_crop_checksum:
             raise UserError(f"{path} is a format-1 cache without crop checksums; dump it "
@@ -206,10 +223,57 @@ def merge(paths: Sequence[Path], out: Path, k: int | None = None) -> StoreSpec:
             "members": [str(p) for p in paths],
             "teachers": [s.teacher.to_dict() for s in specs],
             "probabilities_at_temperature": 1.0, "approximation": "top-k (merge.py)"}})
+    if remote:
+        with StoreLock.acquire(out, storage_options) as lock:
+            _write_remote(readers, paths, spec, str(out), storage_options, state, lock.check)
+        return spec
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with StoreLock.acquire(out):
         _write_merged(readers, paths, spec, out)
     return spec
+
+
+def _write_shards(readers: Sequence[StoreReader], paths: Sequence[str | Path], spec: StoreSpec,
+                  writer: StoreWriter) -> None:
+    """Merge and write every shard the writer still misses."""
+    first = readers[0].spec
+    for shard in writer.missing_shards():
+        start, stop = spec.shard_range(shard)
+        blocks = [r.read(start, stop, features=i == 0 and first.features is not None)
+                  for i, r in enumerate(readers)]
+        for block, path in zip(blocks[1:], paths[1:], strict=True):
+            for name in ("utt", "start", "seed", "label", "crop_checksum"):
+                if not np.array_equal(getattr(block, name), getattr(blocks[0], name)):
+                    raise UserError(f"{path}: rows {start}..{stop - 1} are other views than "
+                                    f"{paths[0]}'s ({name} differs); merge only caches of "
+                                    "the same views")
+        writer.write_shard(shard, merge_rows(blocks, spec.num_classes, spec.temperatures,
+                                             spec.k))
+
+
+def _write_remote(readers: Sequence[StoreReader], paths: Sequence[str | Path], spec: StoreSpec,
+                  out: str, options: dict | None, state: str, guard) -> None:
+    """The merge into an object store: create (or, resuming, finish) it in place; a failure
+    removes it, or says to resume when it cannot be removed (the store unreachable)."""
+    if state == "store":  # --resume of a merge that created the store
+        writer = StoreWriter.open(out, storage_options=options)
+        if writer.spec.differences(dataclasses.replace(spec, manifest_ids=())):
+            raise UserError(f"{out} is not an interrupted merge of these caches; choose "
+                            f"another --out, or remove it with {remove_command(out)}")
+        writer = StoreWriter.open(out, spec, storage_options=options)
+    else:
+        writer = StoreWriter.create(out, spec, storage_options=options,
+                                    finish_interrupted=state == "creating")
+    writer.guard = guard
+    try:
+        _write_shards(readers, paths, spec, writer)
+    except (UserError, StoreError) as exc:
+        if isinstance(exc, StoreError) and "lost the connection" in str(exc):
+            raise StoreError(f"{exc}; once {out} is reachable, finish the merge with the same "
+                             f"command and --resume") from None
+        remove_store(out, options)
+        raise
 
 
 def _write_merged(readers: Sequence[StoreReader], paths: Sequence[Path], spec: StoreSpec,
@@ -218,21 +282,8 @@ def _write_merged(readers: Sequence[StoreReader], paths: Sequence[Path], spec: S
     if tmp.exists():
         log.info("removing %s, left by a merge that was killed", tmp)
         shutil.rmtree(tmp)
-    first = readers[0].spec
     try:
-        writer = StoreWriter.create(tmp, spec)
-        for shard in range(spec.num_shards):
-            start, stop = spec.shard_range(shard)
-            blocks = [r.read(start, stop, features=i == 0 and first.features is not None)
-                      for i, r in enumerate(readers)]
-            for block, path in zip(blocks[1:], paths[1:], strict=True):
-                for name in ("utt", "start", "seed", "label", "crop_checksum"):
-                    if not np.array_equal(getattr(block, name), getattr(blocks[0], name)):
-                        raise UserError(f"{path}: rows {start}..{stop - 1} are other views than "
-                                        f"{paths[0]}'s ({name} differs); merge only caches of "
-                                        "the same views")
-            writer.write_shard(shard, merge_rows(blocks, spec.num_classes, spec.temperatures,
-                                                 spec.k))
+        _write_shards(readers, paths, spec, StoreWriter.create(tmp, spec))
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -240,15 +291,20 @@ def _write_merged(readers: Sequence[StoreReader], paths: Sequence[Path], spec: S
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("caches", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="The ensemble cache to write (.zarr), e.g. --out exp/logits-ens.zarr.")
+@click.argument("caches", nargs=-1, required=True, type=StoreLocation(exists=True))
+@click.option("--out", type=StoreLocation(), required=True,
+              help="The ensemble cache to write (.zarr, or an object-store URL), e.g. "
+                   "--out exp/logits-ens.zarr.")
+@storage_option_flag
+@click.option("--resume", is_flag=True,
+              help="Finish a merge into an object store that was interrupted (same inputs); "
+                   "a local merge leaves nothing to finish.")
 @click.option("--topk", type=click.IntRange(min=1), default=None,
               help="Non-targets kept per row (default: the smallest k of the inputs), "
                    "e.g. --topk 16.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(caches: tuple[Path, ...], out: Path, topk: int | None, verbose: bool) -> None:
+def cli(caches: tuple[str, ...], out: str, topk: int | None, verbose: bool,
+        storage_options: dict | None, resume: bool) -> None:
     """Merge CACHES (same views, same label map) into the cache of their ensemble: the mean of
     the teachers' probabilities at T=1, re-reduced to target, top-k and tail. Each input has
     only its top-k, so the merge approximates the rest (see the module docstring and
@@ -262,7 +318,7 @@ def cli(caches: tuple[Path, ...], out: Path, topk: int | None, verbose: bool) ->
           --out exp/logits-ens.zarr
     """
     setup_logging(verbose)
-    spec = merge(list(caches), out, topk)
+    spec = merge(list(caches), out, topk, storage_options=storage_options, resume=resume)
     click.echo(f"wrote the ensemble of {len(caches)} teachers, {spec.num_rows} rows (k={spec.k}) "
                f"to {out}")
 

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 class CacheRequest:
     """Which part of a cache a student trains on."""
 
-    path: Path
+    path: str | Path  # a local path or an object-store URL (s3://bucket/logits.zarr)
     topk: int | None = None  # k' (None: the store's k)
     temperature: float = 1.0
     # The teacher head's margin, put on the cached target logit by the kernel (the
@@ -69,6 +69,7 @@ class CacheRequest:
     teacher_margin: LogitMargin | None = None
     # Also the sampled tail's weights and log-probabilities (--tail sampled; needs k' = k).
     sampled_tail: bool = False
+    storage_options: dict | None = None  # fsspec options of a URL path (not saved in runs)
 
 
 @dataclass
@@ -92,7 +93,8 @@ def open_cache(request: CacheRequest, manifest: Manifest) -> tuple[StoreReader, 
 
     Raises StoreError for a cache from another manifest, k' > k or an off-grid T.
     """
-    reader = StoreReader.open(request.path, manifest_hash=manifest.content_hash())
+    reader = StoreReader.open(request.path, manifest_hash=manifest.content_hash(),
+                              storage_options=request.storage_options)
     k_prime = reader.spec.k if request.topk is None else request.topk
     reader.check_topk(k_prime)
     if request.sampled_tail and not reader.spec.has_tail_samples:

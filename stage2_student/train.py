@@ -67,8 +67,9 @@ from stage2_student.losses import (
 )
 from stage2_student.losses.flags import loss_option_flags, options_from_flags
 from store import StoreReader, StoreSpec, TeacherInfo
-from store.cli import run, setup_logging
+from store.cli import StoreLocation, run, setup_logging, storage_option_flag
 from store.errors import UserError
+from store.remote import is_remote
 from store.schema import spec_checksum
 from store.tail import tail_rng
 
@@ -181,18 +182,20 @@ def cache_identity(spec: StoreSpec) -> dict[str, Any]:
             "spec_sha256": spec_checksum(spec.to_attrs())}
 
 
-def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path,
-                  resume: bool) -> dict:
+def train_student(config: StudentConfig, cache: str | Path, data: DataPaths, out: Path,
+                  resume: bool, storage_options: dict | None = None) -> dict:
     """Train (or resume) one student into ``out``; returns the last epoch's statistics, with the
-    final evaluation when ``data`` has a dev split (else a test split)."""
+    final evaluation when ``data`` has a dev split (else a test split). ``cache`` may be an
+    object-store URL, opened with ``storage_options`` (never saved in the run: they may hold
+    credentials)."""
     with TrainingRun(out, config.workers) as job:
         ctx = job.ctx
         manifest, sample_rate = job.training_manifest(data, check=False)
         live = None if config.online_teacher is None else load_teacher(config.online_teacher,
                                                                        ctx.device)
         spec = open_cache(CacheRequest(cache, config.distill.topk, config.distill.temperature,
-                                       sampled_tail=config.distill.tail == "sampled"),
-                          manifest)[0].spec
+                                       sampled_tail=config.distill.tail == "sampled",
+                                       storage_options=storage_options), manifest)[0].spec
         if spec.features is None:  # the crops are replayed from the audio
             check_audio(manifest, sample_rate, "training manifest")
         if live is None:
@@ -202,7 +205,7 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         sampled = config.distill.tail == "sampled"
         request = CacheRequest(cache, config.distill.topk, config.distill.temperature,
                                kd_teacher_margin(config.distill.kd_logits, spec.teacher),
-                               sampled_tail=sampled)
+                               sampled_tail=sampled, storage_options=storage_options)
         bank = data.noise_bank(sample_rate)
         if bank.content_hash() != spec.noise_bank_hash:
             raise UserError(f"the noise bank (--musan/--rirs) differs from the one {cache} was "
@@ -227,7 +230,8 @@ def train_student(config: StudentConfig, cache: Path, data: DataPaths, out: Path
         inputs: dict[str, Any] = {"cache": cache_identity(spec)}
         if live is not None:
             inputs["online_teacher_sha256"] = live.sha256
-        config_dict = {"kind": "student", **asdict(config), "cache": str(cache.absolute()),
+        config_dict = {"kind": "student", **asdict(config), "cache": cache if is_remote(cache)
+                       else str(Path(cache).absolute()),
                        "data": data.to_dict(), RESUME_INPUTS: inputs}
         evaluate = job.evaluator(data, sample_rate, render.reader)
         trainer = job.trainer(
@@ -337,8 +341,10 @@ _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
                                                          path_type=Path),
               default=None, help="A student run's config.json: run it again (with its cache "
                                  "and data); options given here replace its values.")
-@click.option("--cache", type=click.Path(exists=True, path_type=Path), default=None,
-              help="logits.zarr written by stage1_teacher.dump (required without --config).")
+@click.option("--cache", type=StoreLocation(exists=True), default=None,
+              help="logits.zarr written by stage1_teacher.dump, or its object-store URL "
+                   "(s3://bucket/logits.zarr) (required without --config).")
+@storage_option_flag
 @data_options
 @training_options(arch="xvector", epochs=10, batch_size=64, optimizer="sgd", eval_every=0,
                   workers=1, seed=0)
@@ -367,8 +373,8 @@ _DISTILL_OPTIONS = {"loss": "loss", "alpha": "alpha", "beta": "beta",
               help="Logit scale of the student head [default: the teacher's, from the cache]; "
                    "one that differs from the teacher's is refused.")
 @loss_option_flags
-def cli(config_path: Path | None, cache: Path | None, out: Path, resume: bool, verbose: bool,
-        **opts) -> None:
+def cli(config_path: Path | None, cache: str | None, out: Path, resume: bool, verbose: bool,
+        storage_options: dict | None, **opts) -> None:
     """Train a student of any architecture from the cached teacher soft labels.
 
     The run evaluates itself (--eval-every, and after its last epoch) on the dev split when
@@ -381,27 +387,31 @@ def cli(config_path: Path | None, cache: Path | None, out: Path, resume: bool, v
     if config_path is None:
         if cache is None:
             raise UserError("--cache is required (or --config with a run's config.json)")
-        config, data = config_from_options(opts, cache), DataPaths.from_options(data_given)
+        config = config_from_options(opts, cache, storage_options)
+        data = DataPaths.from_options(data_given)
     else:
         saved = _read_config(config_path)
         config = apply_options(StudentConfig.from_dict(
             {k: v for k, v in saved.items() if k not in ("kind", "cache", "data", RESUME_INPUTS)},
             str(config_path)), opts, given)
-        cache = cache or Path(saved["cache"])
+        cache = cache or saved["cache"]
         if any(value is not None for value in data_given.values()):
             data = DataPaths.from_options(data_given)
         else:
             data = DataPaths(**{k: None if v is None else Path(v)
                                 for k, v in saved["data"].items()})
-    final = train_student(config, cache, data, out, resume)
+    if not is_remote(cache):
+        cache = Path(cache)
+    final = train_student(config, cache, data, out, resume, storage_options=storage_options)
     if final:
         click.echo(" ".join(f"{k}={v:.4f}" for k, v in final.items() if isinstance(v, float)))
 
 
-def config_from_options(opts: dict[str, Any], cache: Path) -> StudentConfig:
+def config_from_options(opts: dict[str, Any], cache: str | Path,
+                        storage_options: dict | None = None) -> StudentConfig:
     """The StudentConfig the command-line options (and their defaults) describe."""
     scale = opts["scale"] if opts["scale"] is not None else StoreReader.open(
-        cache, allow_incomplete=True).spec.teacher.scale
+        cache, allow_incomplete=True, storage_options=storage_options).spec.teacher.scale
     return apply_options(None, {**opts, "scale": scale}, set(opts))
 
 

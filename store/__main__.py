@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from store.atomic import atomic_path
-from store.cli import run, setup_logging
+from store.cli import run, setup_logging, storage_option_flag
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader, format_ranges
 from store.rows import check_block
@@ -35,6 +35,7 @@ Examples:
   python -m store verify logits.zarr
   python -m store stats logits.zarr --plot stats.png
   python -m store invalidate logits.zarr 3 7
+  python -m store verify s3://bucket/logits.zarr --storage-option endpoint_url=http://host:9000
 """
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -91,15 +92,16 @@ def inspect_report(reader: StoreReader) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("path")
+@storage_option_flag
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def inspect(path: str, as_json: bool) -> None:
+def inspect(path: str, as_json: bool, storage_options: dict | None) -> None:
     """Attributes, array shapes, size on disk, bytes per row and completeness of PATH.
 
     \b
     Example:
       python -m store inspect logits.zarr
     """
-    reader = StoreReader.open(path, allow_incomplete=True)
+    reader = StoreReader.open(path, allow_incomplete=True, storage_options=storage_options)
     report = inspect_report(reader)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -170,10 +172,11 @@ def inspect(path: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("path")
+@storage_option_flag
 @click.option(
     "--allow-incomplete", is_flag=True, help="Do not fail on shards that are not written yet."
 )
-def verify(path: str, allow_incomplete: bool) -> None:
+def verify(path: str, allow_incomplete: bool, storage_options: dict | None) -> None:
     """Read every chunk of PATH, check checksums, shard objects and row invariants.
 
     Every shard marked complete must have the object of every array (stored features
@@ -184,7 +187,8 @@ def verify(path: str, allow_incomplete: bool) -> None:
     Example:
       python -m store verify logits.zarr
     """
-    reader = StoreReader.open(path, allow_incomplete=True, check_files=False)
+    reader = StoreReader.open(path, allow_incomplete=True, check_files=False,
+                             storage_options=storage_options)
     spec = reader.spec
     flags = reader.complete_flags()
     problems: list[str] = []
@@ -324,6 +328,7 @@ def plot_stats(stats: dict[str, Any], path: Path) -> None:
 
 @cli.command()
 @click.argument("path")
+@storage_option_flag
 @click.option(
     "--plot",
     "plot_path",
@@ -345,7 +350,8 @@ def plot_stats(stats: dict[str, Any], path: Path) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def stats(
-    path: str, plot_path: Path | None, temperature: float | None, max_rows: int, as_json: bool
+    path: str, plot_path: Path | None, temperature: float | None, max_rows: int, as_json: bool,
+    storage_options: dict | None,
 ) -> None:
     """Teacher target-probability histogram and non-target mass kept by top-k'.
 
@@ -355,7 +361,7 @@ def stats(
     Example:
       python -m store stats logits.zarr --plot stats.png
     """
-    reader = StoreReader.open(path, allow_incomplete=True)
+    reader = StoreReader.open(path, allow_incomplete=True, storage_options=storage_options)
     temperature = reader.spec.temperatures[0] if temperature is None else temperature
     result = teacher_stats(reader, temperature, max_rows)
     missing = reader.missing_shards()
@@ -391,15 +397,16 @@ def stats(
 
 @cli.command()
 @click.argument("path")
+@storage_option_flag
 @click.argument("shards", nargs=-1, type=int, required=True)
-def invalidate(path: str, shards: tuple[int, ...]) -> None:
+def invalidate(path: str, shards: tuple[int, ...], storage_options: dict | None) -> None:
     """Mark SHARDS of PATH as not written, so a resumed dump rewrites them.
 
     \b
     Example (after verify named shard 3 as corrupt):
       python -m store invalidate logits.zarr 3
     """
-    writer = StoreWriter.open(path)
+    writer = StoreWriter.open(path, storage_options=storage_options)
     try:
         writer.invalidate(shards)
     except OSError as exc:  # a read-only or full disk: the flags are written one by one

@@ -18,6 +18,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from store.errors import StoreError
+from store.remote import check_options, is_remote, is_transport_error, unreachable
 from store.schema import ZSTD_LEVEL
 
 PathLike = str | os.PathLike[str]
@@ -44,13 +45,27 @@ def data_codecs() -> list[Any]:
 
 
 def open_group(
-    path: PathLike, mode: str, storage_options: dict[str, Any] | None = None
+    path: PathLike, mode: str, storage_options: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> zarr.Group:
-    """Open the root group, turning "not there" / "already there" into StoreError."""
+    """Open the root group, turning "not there" / "already there" / "not reachable" into
+    StoreError. ``storage_options``: for an object-store URL only (see :mod:`store.remote`)."""
     where = location(path)
+    check_options(where, storage_options)
     try:
-        return zarr.open_group(store=where, mode=mode, storage_options=storage_options)
-    except FileNotFoundError:
+        # Zarr v3 only on an object store: probing for v2 metadata as well leaves requests
+        # pending when the store is unreachable, which print tracebacks at exit.
+        group = zarr.open_group(store=where, mode=mode, storage_options=storage_options or None,
+                                attributes=attributes,
+                                zarr_format=3 if is_remote(where) else None)
+        fs = getattr(group.store, "fs", None)
+        if fs is not None:
+            # fsspec shares one filesystem (and its listings cache) per process and options:
+            # a listing from before another process wrote or deleted objects must not
+            # answer the existence checks made from here on.
+            fs.invalidate_cache()
+        return group
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise StoreError(f"no store at {where} (check the path)") from None
     except FileExistsError:
         raise StoreError(
@@ -61,8 +76,12 @@ def open_group(
         # JSONDecodeError, UnicodeDecodeError, or metadata zarr cannot parse
         raise StoreError(f"{_join(where, 'zarr.json')} is damaged ({exc}); restore it from a "
                          f"copy or re-dump the cache") from None
-    except (zarr.errors.BaseZarrError, OSError) as exc:
-        raise StoreError(f"cannot open store {where}: {exc}") from exc
+    except Exception as exc:
+        if is_transport_error(exc):
+            raise unreachable(where, exc, "opening it") from exc
+        if isinstance(exc, zarr.errors.BaseZarrError | OSError):
+            raise StoreError(f"cannot open store {where}: {exc}") from exc
+        raise
 
 
 def gather(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
@@ -114,6 +133,8 @@ def absent_keys(group: zarr.Group, keys: Sequence[str]) -> list[str]:
     """The keys of ``keys`` with no object in the group's store (checked concurrently)."""
     found = gather([group.store.exists(key) for key in keys])
     for result in found:
+        if isinstance(result, BaseException) and is_transport_error(result):
+            raise unreachable(str(group.store), result, "listing its objects") from result
         if isinstance(result, BaseException):
             raise StoreError(f"cannot list the objects of {group.store}: {result}") from result
     return [key for key, ok in zip(keys, found, strict=True) if not ok]

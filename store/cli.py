@@ -26,15 +26,18 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from store import _signals
 from store.errors import StoreError, UserError
+from store.remote import is_remote, is_transport_error
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 """click context settings every CLI gets from :func:`run`: ``-h`` as well as ``--help``."""
@@ -46,6 +49,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:  # an s3:// store: one INFO line per client about where it found its settings
+        logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -93,6 +98,15 @@ def run(command: click.Command, errors: tuple[type[BaseException], ...] = ()) ->
     except OSError as exc:
         # A disk that is full, read-only or not ours: not a bug, and no traceback helps.
         click.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if not is_transport_error(exc):
+            raise
+        # An object store that stopped answering somewhere the store layer does not wrap.
+        click.echo(f"error: lost the connection to the object store ({type(exc).__name__}: "
+                   f"{exc}); check the endpoint, credentials and network, then rerun"
+                   f"{' with --resume' if any(p.name == 'resume' for p in command.params) else ''}",
+                   err=True)
         sys.exit(2)
     finally:
         if in_main_thread:
@@ -143,3 +157,39 @@ def parse_options(pairs: tuple[str, ...], what: str = "--arch-opt") -> dict[str,
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+class StoreLocation(click.ParamType):
+    """A store's location on the command line: a local path (checked to exist when
+    ``exists``) or an object-store URL such as ``s3://bucket/logits.zarr`` (passed on as
+    given: ``click.Path`` would fold its ``//``). Converts to ``str``."""
+
+    name = "store"
+
+    def __init__(self, exists: bool = False):
+        self.exists = exists
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = os.fspath(value)
+        if self.exists and not is_remote(text) and not os.path.exists(text):
+            self.fail(f"{text!r} does not exist.", param, ctx)
+        return text
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def storage_option_flag(command: F) -> F:
+    """``--storage-option KEY=VALUE`` (repeatable) -> a ``storage_options`` dict (None when
+    not given) for a store given as a URL; see store/FORMAT.md, "On an object store"."""
+    def parse(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]):
+        return parse_options(pairs, "--storage-option") or None
+
+    return click.option(
+        "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+        callback=parse,
+        help="fsspec option of a store given as a URL (s3://bucket/logits.zarr), repeatable; "
+             "values are JSON when they parse, e.g. --storage-option "
+             "endpoint_url=http://127.0.0.1:9000. The filesystem's own environment "
+             "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) applies without it.",
+    )(command)

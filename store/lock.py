@@ -5,6 +5,10 @@ drops it when the process dies, however it dies, so a lock file left by a killed
 stale by construction and the next writer simply takes it over. The file records the
 holder's pid and host so a refused writer can say who holds the store.
 
+A store on an object store (``s3://...``) gets a lock *object* with a lease instead
+(:mod:`store.lease`); :meth:`StoreLock.acquire` and :func:`current_writer` choose by the
+location, so callers need not.
+
 Example::
 
     with StoreLock.acquire("logits.zarr"):
@@ -19,8 +23,11 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from store.errors import StoreError
+from store.lease import LeaseLock, current_holder
+from store.remote import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,17 @@ class StoreLock:
         self.path = path
         self._fd: int | None = fd
 
+    def check(self) -> None:
+        """Nothing to check: an ``flock`` cannot be lost while its process lives (a lock
+        object can: :meth:`store.lease.LeaseLock.check`)."""
+
     @classmethod
-    def acquire(cls, store: str | os.PathLike[str]) -> StoreLock:
-        """Take the lock of ``store`` or raise :class:`StoreError` naming the holder."""
+    def acquire(cls, store: str | os.PathLike[str],
+                storage_options: dict[str, Any] | None = None) -> StoreLock | LeaseLock:
+        """Take the lock of ``store`` or raise :class:`StoreError` naming the holder; a
+        store on an object store gets a :class:`~store.lease.LeaseLock`."""
+        if is_remote(store):
+            return LeaseLock.acquire(os.fspath(store), storage_options)
         path = lock_path(store)
         while True:
             try:
@@ -97,10 +112,13 @@ def _holder(fd: int) -> str:
         return "unknown pid"
 
 
-def current_writer(store: str | os.PathLike[str]) -> str | None:
+def current_writer(store: str | os.PathLike[str],
+                   storage_options: dict[str, Any] | None = None) -> str | None:
     """``"pid 123 on host"`` while a process holds the lock of ``store``, else None (no
     lock file, or one left by a process that ended). Takes nothing: a shared, non-blocking
-    probe released at once."""
+    probe released at once (on an object store: a read of the lock object)."""
+    if is_remote(store):
+        return current_holder(os.fspath(store), storage_options)
     try:
         fd = os.open(lock_path(store), os.O_RDONLY)
     except OSError:

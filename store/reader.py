@@ -18,6 +18,7 @@ Example (a DataLoader worker of a DDP rank)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from store._zarr import (
 )
 from store.errors import CorruptShardError, StoreError
 from store.lock import current_writer
+from store.remote import is_transport_error, unreachable
 from store.rows import RowBlock, check_block, missing_arrays
 from store.schema import COMPLETE_ARRAY, MANIFEST_ARRAY, StoreSpec, check_format, decode_ids
 
@@ -63,18 +65,22 @@ def read_flags(group: zarr.Group, where: str) -> np.ndarray:
     flags = member(group, COMPLETE_ARRAY, where)
     try:
         return np.asarray(flags[:], dtype=bool)
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:
+        if is_transport_error(exc):
+            raise unreachable(where, exc, f"reading its {COMPLETE_ARRAY} flags") from exc
+        if not isinstance(exc, ValueError | RuntimeError):
+            raise
         raise StoreError(
             f"{where}: the {COMPLETE_ARRAY} flags are corrupt ({exc}); delete "
             f"{COMPLETE_ARRAY}/c/ and resume the dump to rewrite every shard"
         ) from exc
 
 
-def incomplete_advice(where: str) -> str:
+def incomplete_advice(where: str, storage_options: dict[str, Any] | None = None) -> str:
     """What to do about unwritten shards: wait for the process that holds the store's lock
     (a dump still running), or finish the dump."""
     local = local_path(where)
-    writer = current_writer(local) if local is not None else None
+    writer = current_writer(where if local is None else local, storage_options)
     if writer is not None:
         return f"another process ({writer}) is still writing it: wait for it to finish"
     return (f"finish the dump with --resume (`python -m store verify --allow-incomplete "
@@ -120,6 +126,7 @@ class StoreReader:
         arrays = {d.name: member(group, d.name, self.path) for d in spec.array_defs()}
         self._features = arrays.pop("features", None)
         self._arrays = arrays
+        self._pid = os.getpid()
 
     @classmethod
     def open(
@@ -176,7 +183,8 @@ class StoreReader:
         if len(missing) and not allow_incomplete:
             raise StoreError(
                 f"{where} is incomplete: {len(missing)} of {spec.num_shards} shards are not "
-                f"written (shards {format_ranges(missing.tolist())}); {incomplete_advice(where)}"
+                f"written (shards {format_ranges(missing.tolist())}); "
+                f"{incomplete_advice(where, storage_options)}"
             )
         options = {
             "manifest_hash": manifest_hash,
@@ -207,6 +215,12 @@ class StoreReader:
         other = StoreReader.open(state["path"], **state["options"])
         self.__dict__.update(other.__dict__)
 
+    def _reopen_after_fork(self) -> None:
+        """In a forked child (a DataLoader worker), reopen a store on an object store: the
+        copied connections belong to the parent's event loop, which the child lacks."""
+        if self._pid != os.getpid() and local_path(self.path) is None:
+            self.__setstate__(self.__getstate__())
+
     def __len__(self) -> int:
         return self.spec.num_rows
 
@@ -217,6 +231,7 @@ class StoreReader:
 
     def manifest_ids(self) -> tuple[str, ...]:
         """The manifest ids (``utt`` indexes them), read from the store on each call."""
+        self._reopen_after_fork()
         try:
             data = np.asarray(self.group[MANIFEST_ARRAY][:])
         except (ValueError, RuntimeError) as exc:
@@ -236,6 +251,7 @@ class StoreReader:
         zarr reads an absent shard object as fill values, so this is what tells a deleted
         file from data (one existence check per array and complete shard).
         """
+        self._reopen_after_fork()
         arrays = [a for name, a in self._arrays.items()
                   # an empty tail's draws are all fill (-1), which zarr does not store
                   if name != "tail_index" or self.spec.k < self.spec.num_classes - 1]
@@ -287,6 +303,7 @@ class StoreReader:
         checksum or missing data. ``features``: also read the stored features.
         ``check_rows=False`` skips the invariants (``store verify`` lists them itself).
         """
+        self._reopen_after_fork()
         spec = self.spec
         arrays = self._read_arrays(features)
         for chunk in chunks:
@@ -299,7 +316,8 @@ class StoreReader:
                 start, stop = spec.chunk_range(chunk)
                 raise StoreError(
                     f"rows {start}..{stop - 1} of {self.path} are in shard {shard}, which is "
-                    f"not written yet; {incomplete_advice(self.path)}"
+                    f"not written yet; "
+                    f"{incomplete_advice(self.path, self._options['storage_options'])}"
                 )
         ranges = [spec.chunk_range(c) for c in chunks]
         results = iter(
@@ -340,6 +358,8 @@ class StoreReader:
                     array=name,
                     rows=(start, stop),
                 )
+            if isinstance(result, BaseException) and is_transport_error(result):
+                raise unreachable(self.path, result, f"reading shard {shard} ('{name}')")
             if isinstance(result, BaseException):
                 raise StoreError(
                     f"reading shard {shard} ('{name}') of {self.path} failed: {result}"

@@ -17,10 +17,11 @@ Example (rank ``r`` of ``w`` ranks after rank 0 created the store)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -32,6 +33,7 @@ from zarr.codecs import Crc32cCodec
 from store._zarr import PathLike, data_codecs, gather, local_path, location, member, open_group
 from store.errors import StoreError
 from store.reader import read_flags
+from store.remote import CREATING, is_transport_error, remove_store, store_state, unreachable
 from store.rows import RowBlock, features_checksum, validate_block
 from store.schema import (
     COMPLETE_ARRAY,
@@ -94,10 +96,39 @@ def _create_arrays(group: zarr.Group, spec: StoreSpec) -> None:
 
 
 def _fill_new(group: zarr.Group, spec: StoreSpec) -> None:
-    """Every array of a new store, then its root attributes (last: they make it a store)."""
+    """Every array of a new store, then its root attributes (last: they make it a store,
+    replacing the :data:`~store.remote.CREATING` marker of an object store)."""
     _create_arrays(group, spec)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    group.update_attributes(root_attrs(spec, _tool_version(), created_at))
+    group.attrs.put(root_attrs(spec, _tool_version(), created_at))
+
+
+def _create_remote(path: PathLike, spec: StoreSpec, storage_options: dict[str, Any] | None,
+                   finish: bool) -> zarr.Group:
+    """Create a store on an object store: the group first, marked as being created, then
+    the arrays, then the attributes. ``finish``: start an interrupted create over."""
+    where = location(path)
+    state = store_state(where, storage_options)
+    if state == "creating":
+        if not finish:
+            raise StoreError(f"{where} is a create that was interrupted; pass --resume to "
+                             f"finish it, or delete it to start over")
+        log.info("removing the interrupted create at %s to create it again", where)
+        remove_store(where, storage_options)
+    elif state != "absent":
+        raise StoreError(f"{where} already exists; pass --resume to continue writing it, or "
+                         f"delete it to start over")
+    try:
+        group = open_group(path, "w-", storage_options, attributes={CREATING: _tool_version()})
+        _fill_new(group, spec)
+    except StoreError:
+        raise
+    except Exception as exc:
+        if is_transport_error(exc):
+            raise StoreError(f"{unreachable(where, exc, 'creating it')}; rerun with --resume "
+                             f"to finish the create") from exc
+        raise
+    return group
 
 
 class StoreWriter:
@@ -110,10 +141,14 @@ class StoreWriter:
         self._group = group
         self._arrays = {d.name: member(group, d.name, self.path) for d in spec.array_defs()}
         self._complete = member(group, COMPLETE_ARRAY, self.path)
+        # Called before each completion flag is set: raises once this process may no longer
+        # write the store (a lock object's lease lost); the shard then stays unmarked.
+        self.guard: Callable[[], None] = lambda: None
 
     @classmethod
     def create(
-        cls, path: PathLike, spec: StoreSpec, *, storage_options: dict[str, Any] | None = None
+        cls, path: PathLike, spec: StoreSpec, *, storage_options: dict[str, Any] | None = None,
+        finish_interrupted: bool = False,
     ) -> StoreWriter:
         """Create a new, empty store at ``path``; an existing path -> :class:`StoreError`.
 
@@ -122,13 +157,13 @@ class StoreWriter:
         or failing halfway (a full disk) leaves nothing at ``path``; a temporary left by a
         killed create is removed by the next one (one creator per path: the dump holds the
         store's lock). On an object store, where there is no rename, the root attributes
-        are written last, so a killed create leaves a group every opener refuses as "not
-        an entkd cache store".
+        are written last (over a marker written first), so a killed create leaves a group
+        every opener refuses as "not an entkd cache store", which ``finish_interrupted``
+        removes and creates again (the dump's ``--resume``).
         """
         local = local_path(path)
         if local is None:
-            group = open_group(path, "w-", storage_options)
-            _fill_new(group, spec)
+            group = _create_remote(path, spec, storage_options, finish_interrupted)
         else:
             if local.exists():
                 raise StoreError(
@@ -242,8 +277,9 @@ class StoreWriter:
             checked = validate_block(block, self.spec, start, self._num_utterances)
         except StoreError as exc:
             raise StoreError(f"shard {shard} of {self.path}: {exc}") from None
-        if self._complete[shard]:
-            self._complete[shard] = 0
+        with self._talking(f"clearing the flag of shard {shard}"):
+            if self._complete[shard]:
+                self._complete[shard] = 0
         arrays = checked.arrays()
         results = gather(
             [
@@ -254,14 +290,29 @@ class StoreWriter:
         failed = [(n, r) for n, r in zip(self._arrays, results, strict=True) if r is not None]
         if failed:
             name, exc = failed[0]
+            if is_transport_error(exc):
+                raise unreachable(self.path, exc, f"writing shard {shard} ({name})") from exc
             raise StoreError(
                 f"writing shard {shard} ({name}) of {self.path} failed: {exc}"
             ) from exc
-        self._complete[shard] = 1
+        self.guard()
+        with self._talking(f"marking shard {shard} complete"):
+            self._complete[shard] = 1
         log.debug("wrote shard %d (rows %d..%d) of %s", shard, start, stop - 1, self.path)
+
+    @contextlib.contextmanager
+    def _talking(self, doing: str) -> Iterator[None]:
+        """A lost connection inside the block -> StoreError naming the store."""
+        try:
+            yield
+        except Exception as exc:
+            if is_transport_error(exc) and not isinstance(exc, StoreError):
+                raise unreachable(self.path, exc, doing) from exc
+            raise
 
     def invalidate(self, shards: Iterable[int]) -> None:
         """Mark shards missing again so a resumed dump rewrites them (e.g. after verify)."""
         for shard in shards:
             self.shard_rows_range(shard)  # range check with a clear message
-            self._complete[shard] = 0
+            with self._talking(f"clearing the flag of shard {shard}"):
+                self._complete[shard] = 0

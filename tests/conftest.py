@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import click
 import pytest
 
+from tests.s3_server import s3, s3_server  # noqa: F401  (fixtures: moto's S3 on 127.0.0.1)
+
 if TYPE_CHECKING:  # torch is imported lazily: collection stays fast
     import torch
 
@@ -285,14 +287,14 @@ def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], seconds: float
 
 
 def _sigkill_when(command: list[str], ready: Callable[[], bool], env: dict[str, str],
-                  what: str) -> None:
+                  what: str, timeout: float = 120) -> None:
     """Run ``command`` from the repository root, SIGKILL it as soon as ``ready()`` holds
-    (``what`` names the awaited state in the timeout message)."""
+    (``what`` names the awaited state in the message if ``timeout`` seconds pass first)."""
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        _kill_when(proc, ready, 120, what, lambda: proc.stderr.read().decode())
+        _kill_when(proc, ready, timeout, what, lambda: proc.stderr.read().decode())
     finally:
         proc.stderr.close()
 

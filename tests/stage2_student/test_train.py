@@ -162,7 +162,7 @@ def resolved(monkeypatch: pytest.MonkeyPatch):
 
     seen = {}
 
-    def record(config, cache, data, out, resume):
+    def record(config, cache, data, out, resume, storage_options=None):
         seen.update(config=config, cache=cache, data=data)
         return {}
 
