@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
@@ -29,6 +29,10 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 # Softening weights a row's binary KL by t^2 = (|l| / x*)^2 (hundreds at 0.1 bit and |l| ~ 80
 # nats), which scales the float32 rounding of the teacher's log-odds by as much.
 SOFTENED_TOL = dict(rtol=1e-3, atol=1e-3)
+# A short cache folds entries k'..k-1 into the tail in the kernel's float32 (fast-math): with
+# lambda_F = 8 at T = 4 the KL's cancellation leaves up to ~6e-5 relative against float64
+# (found by Hypothesis: seed 1, one row of 10 classes, tau 0.2, k' = 7 of k = 9).
+CAPPED_TOL = dict(rtol=2e-4, atol=1e-5)
 
 
 # --- direct full-logit implementations, from the formulas of issue 13 (float64, per row) ---
@@ -181,6 +185,7 @@ def test_trkd_cached_at_k_c_minus_1_equals_full_logit_trkd(seed, batch, classes,
 
 @settings(max_examples=60, deadline=None)
 @given(**case, tau=TAUS, k_cut=st.floats(0, 1), kp_cut=st.floats(0, 1))
+@example(seed=1, batch=1, classes=10, spread=1.0, t=4.0, tau=0.2, k_cut=1.0, kp_cut=0.75)
 def test_trkd_from_a_short_cache_equals_the_capped_definition(seed, batch, classes, spread, t,
                                                               tau, k_cut, kp_cut):
     # k < C-1 and k' <= k: exact TRKD where the cap does not bind, the capped definition
@@ -196,8 +201,8 @@ def test_trkd_from_a_short_cache_equals_the_capped_definition(seed, batch, class
     assume(not has_ties(teacher))
     parts = cached_batch(teacher, student, labels, k, k_prime, t)
     got, grad = value_and_grad(lambda: distill_loss(trkd_config(tau, t), parts, 0.0), student)
-    torch.testing.assert_close(got, want, **TOL)
-    torch.testing.assert_close(grad, want_grad, **TOL)
+    torch.testing.assert_close(got, want, **CAPPED_TOL)
+    torch.testing.assert_close(grad, want_grad, **CAPPED_TOL)
     assert parts.stats["trkd_capped"] == capped / batch
 
 
