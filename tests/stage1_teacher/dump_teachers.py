@@ -1,5 +1,6 @@
-"""``module:factory`` teachers for the dump/verify tests (imported as ``dump_teachers:...``;
-the tests put this directory on ``sys.path`` / ``PYTHONPATH``).
+"""``module:factory`` teachers for the dump/verify tests, named
+``tests.stage1_teacher.dump_teachers:...`` (importable from the repository root, where the
+tests and their subprocesses run).
 
 Every teacher is a fixed, seeded function of its input, so two loads give the same logits.
 ``NUM_CLASSES`` must match the training speakers of the toy corpus in ``tests/conftest.py``.

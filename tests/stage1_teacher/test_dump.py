@@ -31,21 +31,20 @@ from stage1_teacher import dump, verify
 from store import StoreError, StoreReader, StoreWriter
 
 REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 ROWS, SHARDS, SHARD_ROWS = 96, 3, 32
 
 
 @pytest.fixture
-def factories(monkeypatch: pytest.MonkeyPatch):
-    """Make ``dump_teachers:<factory>`` importable in this process; returns the module."""
-    monkeypatch.syspath_prepend(str(HERE))
-    import dump_teachers
+def factories():
+    """The ``tests.stage1_teacher.dump_teachers:<factory>`` module (importable from the
+    repository root, where the tests run)."""
+    import tests.stage1_teacher.dump_teachers as dump_teachers
 
     return dump_teachers
 
 
 def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def dump_cmd(teacher: str | Path, data: Path, out: Path, args: list[str]) -> list[str]:
@@ -267,7 +266,7 @@ def test_resume_with_other_settings_is_refused(
 def test_teacher_with_other_class_count(toy_corpus: Path, dump_args: list[str], tmp_path: Path,
                                         run_main, factories):
     out = tmp_path / "logits.zarr"
-    result = run_main(dump.main, dump_cmd("dump_teachers:wrong_classes", toy_corpus, out,
+    result = run_main(dump.main, dump_cmd("tests.stage1_teacher.dump_teachers:wrong_classes", toy_corpus, out,
                                           dump_args))
     assert_one_error(result, "7 classes", "8")
     assert not out.exists()
@@ -286,7 +285,7 @@ def test_checkpoint_with_other_label_map(toy_corpus: Path, dump_teachers, dump_a
 def test_embeddings_from_a_teacher_without_them(toy_corpus: Path, dump_args: list[str],
                                                 tmp_path: Path, run_main, factories):
     out = tmp_path / "logits.zarr"
-    result = run_main(dump.main, dump_cmd("dump_teachers:fbank_teacher", toy_corpus, out,
+    result = run_main(dump.main, dump_cmd("tests.stage1_teacher.dump_teachers:fbank_teacher", toy_corpus, out,
                                           [*dump_args, "--embeddings"]))
     assert_one_error(result, "--embeddings", "no embeddings")
     assert not out.exists()
@@ -297,7 +296,7 @@ def test_nan_teacher_output(toy_corpus: Path, dump_args: list[str], tmp_path: Pa
     """NaN in the first batch of shard 1: shard 0 (done before) stays complete and sound,
     shards 1 and 2 are not marked complete, and the store is not reported complete."""
     out = tmp_path / "logits.zarr"
-    result = run_main(dump.main, dump_cmd("dump_teachers:nan_in_second_shard", toy_corpus, out,
+    result = run_main(dump.main, dump_cmd("tests.stage1_teacher.dump_teachers:nan_in_second_shard", toy_corpus, out,
                                           dump_args))
     assert_one_error(result, "NaN")
     reader = StoreReader.open(out, allow_incomplete=True)
@@ -369,7 +368,7 @@ def test_wave_teacher_gets_waveform_crops(toy_corpus: Path, dump_args: list[str]
     out = tmp_path / "wave.zarr"
     args = [*dump_args]
     args[args.index("--topk") + 1] = "7"
-    result = run_main(dump.main, dump_cmd("dump_teachers:wave", toy_corpus, out, args))
+    result = run_main(dump.main, dump_cmd("tests.stage1_teacher.dump_teachers:wave", toy_corpus, out, args))
     assert result.exit_code == 0, result.stderr
 
     seen = factories.SEEN_WAVES
@@ -379,7 +378,7 @@ def test_wave_teacher_gets_waveform_crops(toy_corpus: Path, dump_args: list[str]
     reader = StoreReader.open(out)
     spec = reader.spec
     assert spec.crop_samples == 16000 and spec.extra["input_kind"] == "wave"
-    assert spec.teacher.arch == "dump_teachers:wave"
+    assert spec.teacher.arch == "tests.stage1_teacher.dump_teachers:wave"
     assert (spec.teacher.scale, spec.teacher.margin) == (30.0, 0.3)
     rows = read_all(out)
     assert (rows["tail_lse"] == -np.inf).all()
@@ -393,7 +392,7 @@ def test_wave_teacher_gets_waveform_crops(toy_corpus: Path, dump_args: list[str]
         assert label == rows["label"][r]
         assert torch.equal(fed[r], wave), f"row {r} was fed another waveform"
 
-    checked = run_main(verify.main, [str(out), "--teacher", "dump_teachers:wave",
+    checked = run_main(verify.main, [str(out), "--teacher", "tests.stage1_teacher.dump_teachers:wave",
                                      "--data", str(toy_corpus), "--rows", "32"])
     assert checked.exit_code == 0, checked.stdout + checked.stderr
 
@@ -419,7 +418,7 @@ def test_torchrun_two_ranks_equal_one_process(tiny_dump: Path, toy_corpus: Path,
 # ---- stored student features ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("teacher", ["a", "dump_teachers:wave"])
+@pytest.mark.parametrize("teacher", ["a", "tests.stage1_teacher.dump_teachers:wave"])
 def test_store_features_holds_each_rows_student_fbank(
     teacher: str, tiny_dump: Path, toy_corpus: Path, dump_teachers, dump_args: list[str],
     tmp_path: Path, run_main, factories,

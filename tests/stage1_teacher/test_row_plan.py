@@ -13,12 +13,11 @@ from speaker.io.paths import DataPaths
 from stage1_teacher import dump, merge, verify
 from store import StoreReader
 
-HERE = Path(__file__).resolve().parent
-
 
 @pytest.fixture
-def factories(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(HERE))
+def factories():
+    """Factory teachers are named ``tests.stage1_teacher.dump_teachers:...``, importable from
+    the repository root, where the tests run."""
 
 
 def test_views_from_relabels_the_same_rows(tiny_dump: Path, toy_corpus: Path, dump_teachers,
@@ -67,12 +66,12 @@ def test_views_from_an_incomplete_cache_is_refused(tiny_dump: Path, toy_corpus: 
 def test_teacher_labels_and_unknown_speakers(toy_corpus: Path, tmp_path: Path,
                                              dump_args: list[str], run_main, caplog,
                                              factories) -> None:
-    """dump_teachers:fbank_teacher has 8 classes; name them: 6 toy speakers and 2 others."""
+    """tests.stage1_teacher.dump_teachers:fbank_teacher has 8 classes; name them: 6 toy speakers and 2 others."""
     manifest = DataPaths(data=toy_corpus).train_manifest()
     speakers = manifest.speakers
     labels = tmp_path / "speakers.txt"
     labels.write_text("\n".join(["id88001", *speakers[2:][::-1], "id88002"]) + "\n")
-    args = ["--teacher", "dump_teachers:fbank_teacher", "--teacher-labels", str(labels),
+    args = ["--teacher", "tests.stage1_teacher.dump_teachers:fbank_teacher", "--teacher-labels", str(labels),
             "--data", str(toy_corpus), *dump_args]
     refused = run_main(dump.main, [*args, "--out", str(tmp_path / "refused.zarr")])
     assert refused.exit_code == 2 and len(refused.error_lines) == 1
@@ -102,7 +101,7 @@ def test_teacher_labels_speeds_must_match(toy_corpus: Path, tmp_path: Path,
     labels = tmp_path / "speakers.txt"
     labels.write_text("\n".join(DataPaths(data=toy_corpus).train_manifest().speakers))
     result = run_main(dump.main, [
-        "--teacher", "dump_teachers:fbank_teacher", "--teacher-labels", str(labels),
+        "--teacher", "tests.stage1_teacher.dump_teachers:fbank_teacher", "--teacher-labels", str(labels),
         "--data", str(toy_corpus), *dump_args, "--speeds", "1.0,1.1",
         "--out", str(tmp_path / "x.zarr")])
     assert result.exit_code == 2 and "classes" in result.error_lines[0]

@@ -14,13 +14,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from stage1_teacher import verify
 from stage1_teacher.soft_labels import summarize_logits
 from store import StoreReader, StoreWriter
 
-HERE = Path(__file__).resolve().parent
 COLUMNS = ("target_logit", "topk_logit", "topk_order", "tail_lse", "embedding")
 
 
@@ -126,10 +124,8 @@ def _tensor(a: np.ndarray):
     return torch.from_numpy(a)
 
 
-def test_teacher_with_other_class_count(tiny_dump: Path, toy_corpus: Path, run_main,
-                                        monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(HERE))
-    result = run_main(verify.main, verify_args(tiny_dump, "dump_teachers:wrong_classes",
+def test_teacher_with_other_class_count(tiny_dump: Path, toy_corpus: Path, run_main):
+    result = run_main(verify.main, verify_args(tiny_dump, "tests.stage1_teacher.dump_teachers:wrong_classes",
                                                toy_corpus, 8))
     assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.error_lines) == 1 and "7 classes" in result.error_lines[0]

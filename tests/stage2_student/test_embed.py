@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SLOW = "slow_embedder:build"
+SLOW = "tests.stage2_student.slow_embedder:build"
 
 
 def test_file_holds_evaluates_embeddings(student_cache, tmp_path: Path, run_cli) -> None:
@@ -48,7 +48,7 @@ def test_sigkill_then_rerun_embeds_only_the_rest(toy_corpus, tmp_path: Path, run
     parts = tmp_path / "emb.h5.parts"
     args = ["--model", SLOW, "--input", str(toy_corpus / "train"), "--out", str(out),
             "--batch-size", "4", "--chunk", "4"]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "SLOW_EMBEDDER_SECONDS": "0.3"}
     sigkill_when([sys.executable, "-m", "stage2_student.embed", *args],
                  lambda: bool(list(parts.glob("part-*.npz"))), env, "part")
@@ -67,7 +67,6 @@ def test_sigkill_then_rerun_embeds_only_the_rest(toy_corpus, tmp_path: Path, run
         embedded.extend(manifest.ids)
         return real(models, manifest, *a, **k)
 
-    monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.setattr(embed, "embed_utterances", recording)
     result = run_cli(embed.cli, args)
     assert result.exit_code == 0, result.stderr
