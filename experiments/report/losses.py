@@ -5,7 +5,9 @@ gain per student; TRKD and dual-group with the papers' and the chosen settings).
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
+from experiments.paths import DOCS
 from experiments.report.page import Report
 from experiments.report.stats import compare, fmt_diff, fmt_ms, is_lower, judge, mean_eer, rounded
 
@@ -76,6 +78,7 @@ def write(page: Report) -> None:
         "not measured (CE students missing)" if len(ce_gap) < 3 else
         f"{'yes' if ahead else '**no**'} (smallest gap {min(ce_gap):.2f} points)") + ".", "")
     page.summary["teacher_3_points_ahead_of_every_ce"] = ahead
+    student_costs(page)
     decoupling(page, runs)
     paper_gain(page, runs)
     other_losses(page, runs)
@@ -156,4 +159,41 @@ def other_losses(page: Report, runs) -> None:
             page.add(f"| {role} | {setting} | {fmt_ms([r['eer'] for r in rs])} | "
                      f"{fmt_diff(d_dkd)} | {judge(d_dkd, role, 'dkd') if rs else ''} | "
                      f"{fmt_diff(d_ce)} | {judge(d_ce, role, 'ce') if rs else ''} |")
+    page.add("")
+
+
+def model_rows(path: Path) -> dict[str, dict[str, str]]:
+    """docs/models.md's table: model name -> column -> cell (empty when the page is absent).
+
+    >>> model_rows(Path("/nonexistent/models.md"))
+    {}
+    """
+    if not path.exists():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    if not lines:
+        return {}
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    return {r[0]: dict(zip(head, r, strict=False)) for r in rows if len(r) == len(head)}
+
+
+def student_costs(page: Report, models: Path = DOCS / "models.md") -> None:
+    """What each student costs beside its accuracy: parameters, MACs and the latency of one
+    2-s utterance, from docs/models.md (``scripts/bench_models.py``; its machine and load
+    are on that page)."""
+    rows = model_rows(models)
+    page.add("### What each student costs", "",
+             "From [models.md](models.md) (`scripts/bench_models.py`: one thread, batch 1; "
+             "that page gives its machine and load).", "",
+             "| student | width | params (M) | GMACs / s audio | 2-s latency, eager / ONNX (ms) |",
+             "|---|---|---|---|---|")
+    for arch, recipe in page.settings["students"].items():
+        row = rows.get(f"demo student: {recipe['width']}")
+        if row is None:
+            page.add(f"| {arch} | {recipe['width']} | not measured | | |")
+            continue
+        page.add(f"| {arch} | {recipe['width']} | {row.get('params (M)', '')} | "
+                 f"{row.get('GMACs / s audio', '')} | {row.get('eager 2 s (ms)', '')} / "
+                 f"{row.get('onnx 2 s (ms)', '')} |")
     page.add("")
