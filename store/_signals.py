@@ -22,7 +22,7 @@ import sys
 import threading
 
 #: The packages whose ``python -m`` entry points get these handlers.
-PACKAGES = ("store", "stage1_teacher", "stage2_student", "speaker", "scripts")
+PACKAGES = ("store", "stage1_teacher", "stage2_student", "speaker", "experiments")
 
 #: Set by :func:`store.cli.run` once the command has run: what the line says then.
 phase = {"now": "starting"}

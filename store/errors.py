@@ -39,3 +39,15 @@ class UserError(Exception):
     Raised across the project (audio, manifests, options, checkpoints); :func:`store.cli.run`
     prints it as one line, exit status 2.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line ``error:`` quotes of a library's multi-line failure.
+
+    >>> first_line(ValueError("bad header\\n  at offset 12"))
+    'bad header'
+    >>> first_line(OSError())
+    'OSError'
+    """
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -36,7 +36,7 @@ from speaker.models.export import example_input, is_onnx, load_exported
 from speaker.teachers.base import CheckpointTeacher, Teacher
 from speaker.teachers.frontend import check_frontend
 from speaker.teachers.load import is_pretrained_spec, load_teacher
-from store.errors import UserError
+from store.errors import UserError, first_line
 
 
 class TeacherEmbeddings(nn.Module):
@@ -118,7 +118,7 @@ def _probe(model: nn.Module, spec: str) -> None:
     except UserError:
         raise
     except Exception as exc:  # any failure of a foreign model on a plain input
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(f"model {spec!r}: not a speaker embedding model (on {model.input_kind} "
                         f"input {tuple(x.shape)} it fails: {first})") from None
     if not (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 1

@@ -36,7 +36,7 @@ from torch import nn
 
 from speaker.features.fbank import KALDI_OPTIONS, NUM_MEL_BINS
 from store.atomic import atomic_path, atomic_write_text
-from store.errors import UserError
+from store.errors import UserError, first_line
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -167,7 +167,7 @@ def load_exported(path: str | Path, threads: int = 0) -> nn.Module:
         try:
             module: nn.Module = OnnxModule(path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
+            raise UserError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from None
         meta = module.session.get_modelmeta().custom_metadata_map.get(META_KEY)
     else:
         extra = {META_KEY: ""}
@@ -176,7 +176,7 @@ def load_exported(path: str | Path, threads: int = 0) -> nn.Module:
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:  # torch raises RuntimeError/ValueError variants
-            raise UserError(f"{path}: not a TorchScript file ({_first_line(exc)})") from None
+            raise UserError(f"{path}: not a TorchScript file ({first_line(exc)})") from None
         meta = extra[META_KEY] or None
     settings = json.loads(meta) if meta else None
     module.export_settings = settings
@@ -185,9 +185,6 @@ def load_exported(path: str | Path, threads: int = 0) -> nn.Module:
         module.embed_dim = settings["embed_dim"]
     return module.eval()
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def max_abs_difference(reference: nn.Module, exported: nn.Module, input_kind: str,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store.errors import UserError
+from store.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,7 +35,7 @@ def read_yaml(path: Path, loader: type | None = None) -> dict:
         with path.open(encoding="utf-8") as f:
             data = yaml.load(f, Loader=loader or yaml.SafeLoader)  # SafeLoader or a subclass
     except (OSError, yaml.YAMLError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(f"cannot read {path}: {first}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a YAML mapping")
@@ -51,7 +51,7 @@ def load_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises pickle/zip/RuntimeError variants
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(f"cannot load {path}: {first}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint rather than bare weights

@@ -48,7 +48,7 @@ from speaker.teachers.base import (
 )
 from speaker.teachers.speechbrain import load_speechbrain
 from speaker.teachers.wespeaker import load_wespeaker
-from store.errors import UserError
+from store.errors import UserError, first_line
 
 PREFIXES = ("speechbrain", "wespeaker")
 
@@ -109,11 +109,10 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
                     warnings.simplefilter("ignore", FutureWarning)
                     module = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:  # torch raises RuntimeError/ValueError variants
-                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                first_line = first_line.split(". ")[0]  # miniz's advice runs on for lines
+                reason = first_line(exc).split(". ")[0]  # miniz's advice runs on for lines
                 raise UserError(
                     f"teacher {path}: neither an entkd checkpoint ({checkpoint_error}) nor "
-                    f"TorchScript ({first_line}); if the file was cut short (a full disk, an "
+                    f"TorchScript ({reason}); if the file was cut short (a full disk, an "
                     f"interrupted copy), copy it again or pass another --teacher"
                 ) from None
             teacher = from_module(module, arch=f"torchscript:{path.name}", sha256=file_sha256(path))
