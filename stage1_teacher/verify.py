@@ -39,6 +39,7 @@ from speaker.views.dataset import ViewRenderer
 from store import StoreReader
 from store.cli import run, setup_logging
 from store.errors import UserError
+from store.rows import logsumexp_rows
 from store.tail import draw_store_rows
 
 log = logging.getLogger("stage1_teacher.verify")
@@ -156,7 +157,7 @@ def _fresh_columns(logits: np.ndarray, block, temperatures) -> dict[str, tuple]:
     rest[rows, block.label] = -np.inf
     topk = np.take_along_axis(logits, block.topk_index.astype(np.int64), axis=1)
     np.put_along_axis(rest, block.topk_index.astype(np.int64), -np.inf, axis=1)
-    tail = np.stack([_logsumexp(rest / t) for t in temperatures], axis=1)
+    tail = np.stack([logsumexp_rows(rest / t) for t in temperatures], axis=1)
     # Best fresh logit left outside the cached top-k vs the smallest fresh one inside:
     # compared as (inside_min + excess, inside_min) so the tolerance applies to it.
     outside = rest.max(axis=1)
@@ -181,13 +182,6 @@ def _fresh_tail(logits: np.ndarray, block, spec, found: Replay,
     found.tail_draws += int((index >= 0).sum())
     found.tail_moved += int((again != index).sum())
     return np.where(index >= 0, at, -np.inf), block.tail_logit.astype(np.float32)
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    peak = np.max(x, axis=1, keepdims=True)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        return (np.log(np.exp(x - safe).sum(axis=1, keepdims=True)) + safe)[:, 0]
 
 
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})

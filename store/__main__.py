@@ -19,7 +19,7 @@ from store.atomic import atomic_path
 from store.cli import run, setup_logging, storage_option_flag
 from store.errors import CorruptShardError, StoreError
 from store.reader import StoreReader, format_ranges
-from store.rows import check_block
+from store.rows import check_block, logsumexp_rows
 from store.writer import StoreWriter
 
 log = logging.getLogger("store")
@@ -238,11 +238,6 @@ def verify(path: str, allow_incomplete: bool, storage_options: dict | None) -> N
     )
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=1)
-    return top + np.log(np.exp(x - top[:, None]).sum(axis=1))
-
-
 def teacher_stats(
     reader: StoreReader, temperature: float, max_rows: int, seed: int = 0, bins: int = 50
 ) -> dict[str, Any]:
@@ -264,7 +259,7 @@ def teacher_stats(
         z_t = block.target_logit.astype(np.float64) / temperature
         z_k = block.topk_logit.astype(np.float64) / temperature
         tail = block.tail_lse[:, t_index].astype(np.float64)
-        lse_nontarget = np.logaddexp(_logsumexp(z_k), tail)
+        lse_nontarget = np.logaddexp(logsumexp_rows(z_k), tail)
         p_target = np.exp(-np.logaddexp(0.0, lse_nontarget - z_t))
         kept = np.cumsum(np.exp(z_k - lse_nontarget[:, None]), axis=1)
         p_hist += np.histogram(p_target, edges)[0]

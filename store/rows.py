@@ -104,6 +104,23 @@ class RowBlock:
         return cls.from_arrays({n: np.concatenate([b.arrays()[n] for b in blocks]) for n in names})
 
 
+def logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(x), axis=1))`` per row of a 2-d array, stable, and -inf for a row
+    that is all -inf or empty along axis 1 (an empty tail): the numpy reference the store's
+    statistics and ``stage1_teacher.verify`` compare cached tails with.
+
+    >>> logsumexp_rows(np.array([[0.0, 0.0], [-np.inf, -np.inf]])).round(4).tolist()
+    [0.6931, -inf]
+    """
+    if x.shape[1] == 0:
+        return np.full(x.shape[0], -np.inf, dtype=x.dtype)
+    peak = np.max(x, axis=1, keepdims=True)
+    # an all -inf row would give -inf - -inf = nan: shift it by 0 instead
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return (np.log(np.exp(x - safe).sum(axis=1, keepdims=True)) + safe)[:, 0]
+
+
 def _describe_rows(mask: np.ndarray, row_offset: int) -> str:
     rows = np.flatnonzero(mask)
     shown = ", ".join(str(int(r) + row_offset) for r in rows[:_ROWS_SHOWN])
