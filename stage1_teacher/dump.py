@@ -83,7 +83,7 @@ from store import RowBlock, StoreError, StoreSpec, StoreWriter, TeacherInfo
 from store.cli import StoreLocation, run, setup_logging, storage_option_flag
 from store.errors import UserError
 from store.lock import StoreLock
-from store.remote import is_remote, remove_command, remove_store, store_state
+from store.remote import is_remote, options_per_store, remove_command, remove_store, store_state
 from store.tail import SAMPLER, draw_store_rows
 
 log = logging.getLogger("stage1_teacher.dump")
@@ -361,7 +361,8 @@ def dump(teacher_spec: str, data: DataPaths, config: DumpConfig, out: str | Path
     :func:`speaker.training.trainer.intra_op_threads`; the previous setting is restored on
     return). ``background_writer``: what takes whole shards. ``rows``: teacher label list,
     unknown-speaker policy and ``--views-from`` (:mod:`stage1_teacher.row_plan`).
-    ``storage_options``: for an ``out`` given as an object-store URL.
+    ``storage_options``: for ``out`` and ``rows.views_from`` where given as object-store
+    URLs.
     """
     ctx = init_distributed()
     previous_threads = torch.get_num_threads()
@@ -385,7 +386,9 @@ def _dump(ctx: DistContext, teacher_spec: str, data: DataPaths, config: DumpConf
                     "it with stage1_teacher.train --resume first unless that is meant",
                     teacher_spec, teacher.epoch, teacher.epochs)
     manifest = data.train_manifest()
-    plan = plan_rows(teacher, teacher_spec, manifest, config, options)
+    # one set of --storage-option flags serves whichever of --out and --views-from is a URL
+    storage_options, views_options = options_per_store(storage_options, out, options.views_from)
+    plan = plan_rows(teacher, teacher_spec, manifest, config, options, views_options)
     config, teacher, label_map = plan.config, plan.teacher, plan.mapping.label_map
     sample_rate = manifest[0].sample_rate
     check_audio(manifest, sample_rate, "training manifest")
@@ -485,7 +488,7 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
               help="Manifest speakers that are not among the teacher's classes: refuse the dump, "
                    "or drop their utterances, e.g. --teacher speechbrain:DIR "
                    "--unknown-speakers drop.")
-@click.option("--views-from", type=click.Path(exists=True, path_type=Path), default=None,
+@click.option("--views-from", type=StoreLocation(exists=True), default=None,
               help="Relabel the rows (utt, crop, augmentation seed) of this cache with --teacher; "
                    "the view settings (--views-per-utt, --crop-seconds, --aug-prob, --speeds, "
                    "--seed, --chunk-rows, --shard-rows) are taken from it, e.g. "
@@ -530,7 +533,7 @@ def _write_rows(ctx: DistContext, writer: StoreWriter, rows: ViewRows, config: D
 def cli(teacher_spec: str, out: str, temperatures: str, aug_prob: float, speeds: str,
         batch_size: int, workers: int, threads: int, resume: bool, verbose: bool,
         chunk_rows: int | None, shard_rows: int | None, teacher_labels: Path | None,
-        unknown_speakers: str, views_from: Path | None, storage_options: dict | None,
+        unknown_speakers: str, views_from: str | None, storage_options: dict | None,
         **opts) -> None:
     """Run TEACHER once over augmented training crops and write the logit cache.
 

@@ -38,4 +38,4 @@ class RowOptions:
 
     teacher_labels: Path | None = None
     unknown_speakers: str = "refuse"
-    views_from: Path | None = None
+    views_from: str | Path | None = None  # a path or an object-store URL

@@ -81,7 +81,7 @@ class StoredViews(ViewRows):
 class OldViews:
     """What ``--views-from`` takes from the old cache."""
 
-    path: Path
+    path: str | Path
     spec: StoreSpec
     utt: np.ndarray
     start: np.ndarray
@@ -89,8 +89,10 @@ class OldViews:
     crop_checksum: np.ndarray | None  # None: a version-1 cache records none
 
     @classmethod
-    def read(cls, path: Path, manifest: Manifest) -> OldViews:
-        reader = StoreReader.open(path, manifest_hash=manifest.content_hash())
+    def read(cls, path: str | Path, manifest: Manifest,
+             storage_options: dict | None = None) -> OldViews:
+        reader = StoreReader.open(path, manifest_hash=manifest.content_hash(),
+                                  storage_options=storage_options)
         if reader.missing_shards():
             raise UserError(f"--views-from {path}: the cache is incomplete (shards "
                             f"{reader.missing_shards()[:5]} missing); finish it with --resume")
@@ -162,12 +164,13 @@ def with_label_list(teacher: Teacher, path: Path, speeds: tuple[float, ...]) -> 
 
 
 def plan_rows(teacher: Teacher, teacher_spec: str, manifest: Manifest, config: DumpConfig,
-              options: RowOptions) -> RowPlan:
+              options: RowOptions, views_options: dict | None = None) -> RowPlan:
     """Decide rows and label map (see the module docstring); refuses before anything is
-    written when the teacher cannot serve this corpus."""
+    written when the teacher cannot serve this corpus. ``views_options``: the storage options
+    of a ``--views-from`` given as an object-store URL."""
     check_frontend(teacher.frontend, manifest[0].sample_rate, teacher_spec)
     views_from = options.views_from
-    old = None if views_from is None else OldViews.read(views_from, manifest)
+    old = None if views_from is None else OldViews.read(views_from, manifest, views_options)
     if old is not None:
         config = old.config(config)
         log.info("relabelling the %d rows of %s (views: seed %d, %d per utterance, %.3g s crops)",

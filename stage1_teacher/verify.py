@@ -37,7 +37,7 @@ from speaker.teachers.load import load_teacher
 from speaker.views.augment import AugmentConfig
 from speaker.views.dataset import ViewRenderer
 from store import StoreReader
-from store.cli import run, setup_logging
+from store.cli import StoreLocation, run, setup_logging, storage_option_flag
 from store.errors import UserError
 from store.rows import logsumexp_rows
 from store.tail import draw_store_rows
@@ -89,11 +89,14 @@ class Replay:
         self.ratio[name] = max(self.ratio.get(name, 0.0), float(ratio.max(initial=0.0)))
 
 
-def replay_differences(store: Path, teacher_spec: str, data: DataPaths, rows: int, seed: int,
-                       batch_size: int = 32) -> Replay:
-    """Replay ``rows`` sampled rows of ``store`` through the teacher (see the module doc)."""
+def replay_differences(store: Path | str, teacher_spec: str, data: DataPaths, rows: int,
+                       seed: int, batch_size: int = 32,
+                       storage_options: dict | None = None) -> Replay:
+    """Replay ``rows`` sampled rows of ``store`` (a path or an object-store URL opened with
+    ``storage_options``) through the teacher (see the module doc)."""
     manifest = data.train_manifest()
-    reader = StoreReader.open(store, manifest_hash=manifest.content_hash())
+    reader = StoreReader.open(store, manifest_hash=manifest.content_hash(),
+                              storage_options=storage_options)
     spec = reader.spec
     teacher = load_teacher(teacher_spec)
     render = ViewRenderer(
@@ -185,13 +188,15 @@ def _fresh_tail(logits: np.ndarray, block, spec, found: Replay,
 
 
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
-@click.argument("store", type=click.Path(exists=True, path_type=Path))
+@click.argument("store", type=StoreLocation(exists=True))
+@storage_option_flag
 @click.option("--teacher", "teacher_spec", required=True, help="The teacher the cache claims.")
 @data_options
 @click.option("--rows", type=click.IntRange(min=1), default=256, help="Rows to replay.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Which rows are sampled.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(store: Path, teacher_spec: str, rows: int, seed: int, verbose: bool, **opts) -> None:
+def cli(store: str, teacher_spec: str, rows: int, seed: int, verbose: bool,
+        storage_options: dict | None, **opts) -> None:
     """Replay sampled rows of STORE through the teacher; fail beyond fp16 tolerance.
 
     Exit status 0: every compared value is within tolerance; 1: some are not (another
@@ -201,9 +206,12 @@ def cli(store: Path, teacher_spec: str, rows: int, seed: int, verbose: bool, **o
     Example:
       python -m stage1_teacher.verify exp/logits.zarr --teacher exp/teacher/model.pt \\
           --data toy --rows 256
+      python -m stage1_teacher.verify s3://bucket/logits.zarr --teacher exp/teacher/model.pt \\
+          --data toy --storage-option endpoint_url=http://127.0.0.1:9000
     """
     setup_logging(verbose)
-    found = replay_differences(store, teacher_spec, DataPaths.from_options(opts), rows, seed)
+    found = replay_differences(store, teacher_spec, DataPaths.from_options(opts), rows, seed,
+                               storage_options=storage_options)
     for line in report_lines(found):
         click.echo(line)
     if found.other_audio:

@@ -43,6 +43,20 @@ def check_options(path: Any, storage_options: dict[str, Any] | None) -> None:
                          f"(e.g. s3://bucket/logits.zarr) only")
 
 
+def options_per_store(storage_options: dict[str, Any] | None,
+                      *paths: Any) -> list[dict[str, Any] | None]:
+    """One command's ``--storage-option`` flags, per store it names: the options for each
+    object-store URL, None for each local path (or absent store, ``None``). Refused when
+    options are given and no store is a URL.
+
+    >>> options_per_store({"anon": True}, "s3://b/new.zarr", "old.zarr", None)
+    [{'anon': True}, None, None]
+    """
+    if storage_options and not any(is_remote(p) for p in paths if p is not None):
+        check_options(next(p for p in paths if p is not None), storage_options)
+    return [storage_options if p is not None and is_remote(p) else None for p in paths]
+
+
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) of ``url``."""
     from fsspec.core import url_to_fs

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zarr
 
-from stage1_teacher import dump, merge
+from stage1_teacher import dump, merge, verify
 from stage2_student import train
 from store import RowBlock, StoreError, StoreReader, StoreWriter
 from store import __main__ as store_cli
@@ -193,6 +193,39 @@ def test_dump_verify_train_merge_on_s3(s3, tiny_dump, toy_corpus, dump_teachers,
     assert local.exit_code == 0, local.stderr
     assert remote.stdout.splitlines()[-1] == local.stdout.splitlines()[-1]
     assert json.loads((tmp_path / "remote" / "config.json").read_text())["cache"] == cache
+
+
+def test_replay_and_relabel_an_s3_cache_as_a_local_one(s3, tiny_dump, toy_corpus,
+                                                       dump_teachers, run_main, tmp_path):
+    """stage1_teacher.verify and dump --views-from read the cache through its URL: the same
+    rows and differences as from the local copy; the options go to the URL, not the local
+    --out, and are refused where no store is a URL."""
+    url = s3.upload(tiny_dump, "replay.zarr")
+    args = ["--teacher", str(dump_teachers["a"]), "--data", str(toy_corpus), "--rows", "40"]
+    remote = run_main(verify.main, [url, *args, *s3.flags])
+    local = run_main(verify.main, [str(tiny_dump), *args])
+    assert remote.exit_code == 0 and "ok: 40 rows" in remote.stdout, remote.stderr
+    assert remote.stdout == local.stdout.replace(str(tiny_dump), url)
+    options_on_a_path = run_main(verify.main, [str(tiny_dump), *args, *s3.flags])
+    assert options_on_a_path.exit_code == 2 and len(options_on_a_path.error_lines) == 1
+
+    relabel = ["--teacher", str(dump_teachers["b"]), "--data", str(toy_corpus), "--topk", "3",
+               "--workers", "0", "--threads", "1"]
+    from_url = run_main(dump.main, [*relabel, "--views-from", url, *s3.flags,
+                                    "--out", str(tmp_path / "from-url.zarr")])
+    assert from_url.exit_code == 0, from_url.stderr
+    from_path = run_main(dump.main, [*relabel, "--views-from", str(tiny_dump),
+                                     "--out", str(tmp_path / "from-path.zarr")])
+    assert from_path.exit_code == 0, from_path.stderr
+    a = StoreReader.open(tmp_path / "from-url.zarr")
+    b = StoreReader.open(tmp_path / "from-path.zarr")
+    for name, values in a.read(0, len(a)).arrays().items():
+        assert np.array_equal(values, b.read(0, len(b)).arrays()[name]), name
+    assert a.spec.extra["views_from"]["path"] == url
+    nowhere = run_main(dump.main, [*relabel, "--views-from", str(tiny_dump), *s3.flags,
+                                   "--out", str(tmp_path / "x.zarr")])
+    assert nowhere.exit_code == 2 and len(nowhere.error_lines) == 1
+    assert "object-store URLs" in nowhere.error_lines[0]
 
 
 @pytest.mark.slow  # ~50 s: two dump subprocesses
