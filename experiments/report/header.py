@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from experiments.evaluation import N_BOOT
 from experiments.machine import machine
+from experiments.recipes import PLACEHOLDER
 from experiments.report.page import Report
 from experiments.report.stats import MARGIN, N_RESAMPLES, rounded
 
@@ -81,10 +82,23 @@ def write(page: Report) -> None:
              "student: too few trials and too weak students for that operating point), so "
              "it is not reported; minDCF at p_target = 0.05 is given beside the EER, and no "
              "verdict rests on either.",
-             "- Settings marked \"to be replaced by dev tuning\" are placeholders "
-             "(`experiments/recipes.py` `CHOSEN`) until settings chosen on the dev split "
-             "land. The DKD one (beta 8, T 4) was the best of an earlier grid scored on the "
-             "test split, so its rows may flatter it until then.",
+             tuning_note(page.settings["chosen"]),
              "- Every setting (`experiments/results/plan.py` `SIZES`; "
              "`experiments/recipes.py` `RECIPES`, `LOSSES`, `CHOSEN`):", "",
              "```json", json.dumps(page.settings, indent=None, default=str), "```", "")
+
+
+def tuning_note(chosen: dict[str, dict | None]) -> str:
+    """Where the reported settings come from: chosen on the dev split, or (where
+    docs/tuning.json has not chosen them yet) labelled placeholders."""
+    placeholders = sorted(role for role, c in chosen.items()
+                          if c is not None and c["source"] == PLACEHOLDER)
+    if placeholders:
+        return (f"- Settings marked \"{PLACEHOLDER}\" ({', '.join(placeholders)}) are "
+                "placeholders (`experiments/recipes.py` `CHOSEN`) until settings chosen on the "
+                "dev split land. The DKD one (beta 8, T 4) was the best of an earlier grid "
+                "scored on the test split, so its rows may flatter it until then.")
+    return ("- The students' learning rates, batch sizes and KD warm-ups and every setting "
+            "marked \"chosen on the dev split\" were chosen by `scripts/tune.py` on a dev "
+            "split with speakers of its own (its tables: `docs/tuning.md`); the test trials "
+            "scored here were never used to choose a setting.")
