@@ -164,21 +164,16 @@ def recipes(settings: dict[str, Any]) -> dict[str, StudentRecipe]:
 
 
 def losses(settings: dict[str, Any]) -> dict[str, list[str]]:
-    """Distillation losses under ``settings``: name -> stage-2 flags (the demo runs ce, kd and
-    dkd). dkd, trkd and dualgroup take ``settings``; the rest are fixed controls."""
+    """The demo's and the tuning grid's losses under ``settings``: name -> stage-2 flags
+    (the demo runs ce, kd and dkd; the grid ce, dkd, trkd and dualgroup). dkd, trkd and
+    dualgroup take ``settings``; ce and kd are fixed. ``make results`` names its losses and
+    controls in :data:`LOSSES` and :data:`CHOSEN`."""
     entropy = settings["dualgroup.binary_entropy"]
     return {
         "ce": ["--loss", "ce"],
-        "emb": ["--loss", "emb"],
         "kd": ["--loss", "kd", "--temperature", "1"],
         "dkd": ["--loss", "dkd", "--alpha", "1", "--beta", _g(settings["dkd.beta"]),
                 "--temperature", _g(settings["dkd.temperature"])],
-        # controls: plain KD weighted like the paper's dkd total (alpha + beta = 3), and dkd
-        # with beta = alpha
-        "kd-w3": ["--loss", "kd", "--temperature", "1", "--kd-weight", "3"],
-        "dkd-b1": ["--loss", "dkd", "--alpha", "1", "--beta", "1", "--temperature", "1"],
-        # the setting later work compares with
-        "dkd-b8t4": ["--loss", "dkd", "--alpha", "1", "--beta", "8", "--temperature", "4"],
         "trkd": ["--loss", "trkd", "--trkd-lambda-f", _g(settings["trkd.lambda_f"]),
                  "--trkd-tau-end", _g(settings["trkd.tau_end"])],
         "dualgroup": ["--loss", "dualgroup", *(() if entropy is None else

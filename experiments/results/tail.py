@@ -1,12 +1,13 @@
 """Section 7 of ``make results``: does a sampled tail close the gap between a top-32 cache and
-online full logits? x-vector students at dkd beta 8, T 4 (``recipes.LOSSES["dkd-b8t4"]``,
-until dev tuning picks another setting) from three teacher signals, ``SEEDS`` seeds each:
+online full logits? x-vector students at the DKD setting chosen on dev (``recipes.CHOSEN``;
+beta 8, T 4, tagged ``dkd-b8t4``, until dev tuning has picked one) from three teacher signals,
+``SEEDS`` seeds each (``LOSS`` is that setting's tag):
 
-- top-32, exact tail bucket: section 1's ``xv-dkd-b8t4-s{seed}`` (the main cache, k' = 32);
-- top-32 + a sampled tail: ``xv-dkd-b8t4-tail-s{seed}`` (``--tail sampled``) from
+- top-32, exact tail bucket: section 1's ``xv-{LOSS}-s{seed}`` (the main cache, k' = 32);
+- top-32 + a sampled tail: ``xv-{LOSS}-tail-s{seed}`` (``--tail sampled``) from
   ``dump-tail``, the main cache's rows relabelled by the same teacher with ``--topk 32
   --tail-samples 32``;
-- online full logits: ``xv-dkd-b8t4-online-s{seed}`` (``--online-teacher``).
+- online full logits: ``xv-{LOSS}-online-s{seed}`` (``--online-teacher``).
 
 :func:`add_runs` adds them to a :class:`experiments.results.plan.Plan` after its sections;
 ``experiments.report.tail`` writes the table.
@@ -17,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from experiments.recipes import CHOSEN
 from experiments.runs import Run
 
-LOSS = "dkd-b8t4"
+LOSS = CHOSEN["dkd"].tag
 SECTION = 7
 SEEDS = 3  # at least 3: the comparison's seed resampling needs them
 TAIL_DRAWS = 32
