@@ -40,7 +40,7 @@ from pathlib import Path
 
 import click
 
-from experiments.demo.page import CHECKS, ordering, publish, record, times_lines, write_page
+from experiments.demo.page import CHECKS, held_claims, publish, record, times_lines, write_page
 from experiments.demo.pipeline import SIZES, run_demo
 from store.atomic import atomic_write_text
 
@@ -107,5 +107,4 @@ def main(out: Path, quick: bool, workers: int, parallel: int, check: tuple[str, 
     click.echo(f"\nResults ({out / 'results' / 'results.json'}):\n\n{table}")
     click.echo(f"DET plot: {out / 'results' / 'det.png'}\n")
     click.echo("\n".join(times_lines(times)))
-    for claim, ok in ordering(results["main"]).items():
-        click.echo(f"{claim}: {'yes' if ok else 'NO'}")
+    click.echo("\n".join(held_claims(out)))

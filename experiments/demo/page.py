@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,7 +143,21 @@ def record(out: Path, results: dict[str, dict[str, dict]], size: dict) -> None:
     recorded = json.loads(path.read_text()) if path.exists() else {}
     recorded.update({name: {"setup": setup_id(size), "models": res}
                      for name, res in results.items()})
-    atomic_write_text(path, json.dumps(recorded, indent=1) + "\n")
+    atomic_write_text(path, compact_json(recorded))
+
+
+def compact_json(value: object) -> str:
+    """``value`` as indented JSON with each list of numbers on one line (a run's 1,000
+    bootstrap replicates are one line, not a thousand).
+
+    >>> print(compact_json({"eer_boot": [0.1, 0.2]}))
+    {
+     "eer_boot": [0.1, 0.2]
+    }
+    """
+    text = json.dumps(value, indent=1)
+    return re.sub(r"\[\s+([-0-9.eE+,\s]+?)\s+\]",
+                  lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
 def recorded_checks(out: Path) -> dict[str, dict]:
@@ -185,14 +200,30 @@ def checks_table(main: dict[str, dict], checks: dict[str, dict], setup: str
     return lines, counted
 
 
-def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Path:
-    """OUT/demo.md from this run (never edited by hand) and OUT/demo_det.png."""
-    with atomic_path(out / PLOT) as tmp:
-        tmp.write_bytes((out / "results" / "det.png").read_bytes())
+def run_results(out: Path) -> dict[str, dict]:
+    """This run's models: results.json with what models.json keeps beside it (parameters,
+    latency, bootstrap replicates)."""
     results = json.loads((out / "results" / "results.json").read_text())
     kept = out / "results" / "models.json"
     if kept.exists():
         results = {n: {**r, **json.loads(kept.read_text()).get(n, {})} for n, r in results.items()}
+    return results
+
+
+def held_claims(out: Path) -> list[str]:
+    """The claims of the page, over this run and the seed checks counted with it (what the
+    demo prints at its end)."""
+    setup = setup_id(json.loads((out / "demo.json").read_text()))
+    counted = checks_table(run_results(out), recorded_checks(out), setup)[1]
+    return [f"What holds over {len(counted)} run(s) (this one and the seed checks made with "
+            "the same recipes; a claim only where it holds in every one):", *claim_lines(counted)]
+
+
+def write_page(out: Path, size: Size, table: str, times: dict, load: str) -> Path:
+    """OUT/demo.md from this run (never edited by hand) and OUT/demo_det.png."""
+    with atomic_path(out / PLOT) as tmp:
+        tmp.write_bytes((out / "results" / "det.png").read_bytes())
+    results = run_results(out)
     settings = json.loads((out / "demo.json").read_text())
     setup = setup_id(settings)
     rows, counted = checks_table(results, recorded_checks(out), setup)

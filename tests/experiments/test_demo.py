@@ -48,6 +48,9 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path: Path):
         assert times[stage]["wall_s"] > 0 and f"| {stage} |" in first.stdout
     assert DOC.read_bytes() == doc_before
     written = (out / "demo.md").read_text()
+    # it prints the page's claims over its counted runs (one: no check of these sizes)
+    claims = first.stdout.split("What holds over 1 run(s)", 1)[1].strip().splitlines()[1:]
+    assert claims and all(line in written for line in claims)
     assert "| model | params (M) | 2-s latency (ms) | EER (%)" in written and "![DET curves](demo_det.png)" in written
     assert all(f"| {name} | " in written for name in MODELS)
     kept = json.loads((out / "results" / "models.json").read_text())
