@@ -99,6 +99,7 @@ def tuning_note(chosen: dict[str, dict | None]) -> str:
                 "dev split land. The DKD one (beta 8, T 4) was the best of an earlier grid "
                 "scored on the test split, so its rows may flatter it until then.")
     return ("- The students' learning rates, batch sizes and KD warm-ups and every setting "
-            "marked \"chosen on the dev split\" were chosen by `scripts/tune.py` on a dev "
-            "split with speakers of its own (its tables: `docs/tuning.md`); the test trials "
-            "scored here were never used to choose a setting.")
+            "marked \"chosen on the dev split\" were chosen by `scripts/tune.py` on the dev "
+            "split (speakers of its own) of the corpus `docs/tuning.md` names, with its "
+            "tables, and carried over to these runs; the test trials scored here were never "
+            "used to choose a setting.")
