@@ -44,6 +44,8 @@ import json
 import logging
 import signal
 import sys
+import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,12 +55,23 @@ from experiments.evaluation import N_BOOT
 from experiments.paths import DOCS, ROOT
 from experiments.recipes import CHOSEN, RECIPES, kd_control, loss_flags
 from experiments.report import write_report
-from experiments.results.experiment import Experiment, record_session
+from experiments.results.experiment import Experiment, SessionRecord
 from experiments.results.plan import COST, SHORT, SIZES, Options, Plan, student_losses
 from experiments.runs import Layout, Run, todo
 from experiments.scheduler import Scheduler
 
 log = logging.getLogger("experiments")
+
+HEARTBEAT_S = 60.0  # how often the session's wall time is saved (all a SIGKILL can lose)
+
+
+def _every(seconds: float, action) -> None:
+    """Call ``action()`` every ``seconds`` from a daemon thread, for the process's life."""
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            action()
+    threading.Thread(target=loop, daemon=True, name="heartbeat").start()
 
 
 def print_plan(plan: Plan, layout: Layout, lanes: int) -> None:
@@ -153,6 +166,8 @@ def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | 
         exp = Experiment(plan, layout, lanes)
         sched = Scheduler(layout, lanes, exp.finish, exp.evaluate, exp.resolve, cwd=ROOT)
         started = sched.clock.now()  # the session's time, less any time it was stopped
+        record = SessionRecord(layout.results)
+        _every(HEARTBEAT_S, lambda: record.update(sched.clock.now() - started))
 
         def stop(signum: int, frame: object) -> None:
             log.info("stopped by signal %d: rerun the same command to resume", signum)
@@ -166,7 +181,7 @@ def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | 
             sched.stop()
             raise
         finally:
-            record_session(layout.results, sched.clock.now() - started)
+            record.update(sched.clock.now() - started)
     summary = write_report(runs, layout, settings, report)
     if failed:
         click.echo(f"error: runs failed or not run: {', '.join(failed)} (logs under "

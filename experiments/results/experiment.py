@@ -8,6 +8,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,10 +117,30 @@ class Experiment:
             write_json(self.layout.result_path(name), res)
 
 
-def record_session(results: Path, wall: float) -> None:
-    """Append this invocation's wall time to RESULTS/sessions.json (the measured total)."""
-    path = results / "sessions.json"
-    sessions = json.loads(path.read_text()) if path.exists() else []
-    sessions.append({"ended": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-                     "wall_s": round(wall, 1)})
-    write_json(path, sessions)
+class SessionRecord:
+    """This invocation's entry in RESULTS/sessions.json (the measured total of ``make
+    results``), rewritten as it goes so that a session killed outright (SIGKILL, a machine
+    taken back) still leaves its time up to the last :meth:`update`.
+
+    Example::
+
+        record = SessionRecord(results)   # appends {"started", "ended", "wall_s": 0}
+        record.update(125.0)              # rewrites that entry's "ended" and "wall_s"
+    """
+
+    def __init__(self, results: Path) -> None:
+        self.path = results / "sessions.json"
+        self.sessions = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.sessions.append({"started": _utc_now(), "ended": _utc_now(), "wall_s": 0.0})
+        self._lock = threading.Lock()  # the heartbeat thread and the final update
+        write_json(self.path, self.sessions)
+
+    def update(self, wall: float) -> None:
+        """Set this session's wall time so far (seconds, stopped time excluded)."""
+        with self._lock:
+            self.sessions[-1].update(ended=_utc_now(), wall_s=round(wall, 1))
+            write_json(self.path, self.sessions)
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())

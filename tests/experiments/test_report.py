@@ -157,3 +157,28 @@ def test_tuning_note_names_placeholders_until_dev_tuning_chose_them():
     tuned = chosen_settings(Tuning(dict(BASE), tuple(BASE), "tuned"))
     note = tuning_note({role: c and asdict(c) for role, c in tuned.items()})
     assert PLACEHOLDER not in note and "never used to choose a setting" in note
+
+
+def test_operating_point_note_calls_min_dcf_saturated_only_when_every_student_is():
+    from experiments.report.header import SATURATED_DCF, operating_point_note
+
+    assert "is saturated" in operating_point_note([0.99, SATURATED_DCF, 1.0])
+    assert "0.95-1.00 over 3 students" in operating_point_note([0.99, SATURATED_DCF, 1.0])
+    note = operating_point_note([0.99, 0.62])
+    assert "saturated" not in note and "ranges 0.62-0.99 over 2 students" in note
+    assert "no student evaluated yet" in operating_point_note([])
+
+
+def test_seed_spread_note_is_the_median_std_over_recipes_with_two_seeds():
+    from experiments.report.header import seed_spread_note
+
+    def student(eer):
+        return {"kind": "student", "eer": eer}
+
+    res = {"a-s0": student(0.10), "a-s1": student(0.12), "a-s2": student(0.14),  # std 2
+           "b-s0": student(0.20), "b-s1": student(0.21),  # std 0.707
+           "c-s0": student(0.30),  # one seed: no std
+           "d-s0": student(0.10), "d-s1": student(0.16),  # std 4.24
+           "teacher": {"kind": "teacher", "eer": 0.5}, "e-s1": None}
+    assert seed_spread_note(res) == "measured here: median seed std 2.00 points over 3 recipes"
+    assert seed_spread_note({"c-s0": student(0.3)}) == "no recipe has two seeds yet"

@@ -157,6 +157,17 @@ def _manifest(speakers: int, utts: int) -> Manifest:
                      for s in range(speakers) for u in range(utts)])
 
 
+def test_a_session_record_keeps_its_time_so_far_when_the_session_is_killed(tmp_path: Path):
+    from experiments.results.experiment import SessionRecord
+
+    killed = SessionRecord(tmp_path)
+    killed.update(61.04)  # the heartbeat's last write; then SIGKILL: no final update
+    SessionRecord(tmp_path).update(5.0)
+    sessions = json.loads((tmp_path / "sessions.json").read_text())
+    assert [s["wall_s"] for s in sessions] == [61.0, 5.0]
+    assert all(s["started"] <= s["ended"] for s in sessions)
+
+
 def test_speaker_subsets_keep_the_same_number_of_utterances():
     m = _manifest(20, 8)
     subsets = {share: subset(m, share, 0.25, seed=0) for share in (0.25, 0.5, 1.0)}
@@ -193,6 +204,8 @@ def test_quick_experiment_writes_the_report_and_the_json_line_and_resumes(tmp_pa
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    sessions = json.loads((tmp_path / "results" / "sessions.json").read_text())
+    assert len(sessions) == 2 and sessions[0]["wall_s"] > sessions[1]["wall_s"] > 0
     assert " start " not in again.stderr  # every run was finished: nothing is redone
     assert json.loads(again.stdout.strip().splitlines()[-1])["cached_minus_online_fresh_eer"] \
         == summary["cached_minus_online_fresh_eer"]
