@@ -4,7 +4,6 @@ the noise rule and every setting."""
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from datetime import UTC, datetime
 
