@@ -244,5 +244,6 @@ def evaluate_model(
     batch_size: int = BATCH_SIZE,
     max_trim: float = MAX_TRIM,
 ) -> VerificationResult:
+    """The verification result of one model (:func:`evaluate_models` with one entry)."""
     return evaluate_models({"model": model}, manifest, trials, reader, device, min_seconds,
                            batch_size, max_trim)["model"]
