@@ -4,7 +4,7 @@ definition for both).
 
 Each model is trained for a few hundred steps on 2 CPU cores, so each recipe is one that
 learns there, not wespeaker's 150-epoch one. The tunable settings (:data:`BASE`: the
-students' learning rates, batch sizes and KD warm-up shares; DKD's beta and T; TRKD's
+teacher's and the students' learning rates, batch sizes and KD warm-up shares; DKD's beta and T; TRKD's
 lambda_F and tau; dual-group softening) are read from ``docs/tuning.json``, where
 ``scripts/tune.py`` (:mod:`experiments.tuning`) writes the values it chose on the **dev
 split** (lowest mean dev EER over seeds; ties go to the paper's or trainer's default);
@@ -80,9 +80,6 @@ class StudentRecipe:
 # from the demo's logs of 2026-12-02 (5-7 s per student)
 RUN_START_S = 6.0
 
-# stage1_teacher.train's demo-teacher preset: the demo preset's ECAPA (C=256, 2-s crops) with
-# AdamW at 3e-3, batch 32
-TEACHER_RECIPE = ["--preset", "demo-teacher"]
 
 
 # The tunable settings and their values before tuning on dev: the centre of the tuning grid
@@ -90,6 +87,7 @@ TEACHER_RECIPE = ["--preset", "demo-teacher"]
 # docs/tuning.json is absent. None: the trainer's default (KD warm-up over 2/15 of the run,
 # the paper's 20 of 150 epochs) or off (dual-group softening).
 BASE: dict[str, Any] = {
+    "teacher.lr": 3e-3,
     "xvector.lr": 3e-3, "xvector.batch_size": 64, "xvector.kd_warmup_share": None,
     "resnet34.lr": 1e-2, "resnet34.batch_size": 32, "resnet34.kd_warmup_share": None,
     "campp.lr": 5e-3, "campp.batch_size": 32, "campp.kd_warmup_share": 0.5,
@@ -181,8 +179,20 @@ def losses(settings: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def teacher_recipe(settings: dict[str, Any]) -> list[str]:
+    """The teacher's ``stage1_teacher.train`` flags under ``settings``: the demo-teacher
+    preset (the demo preset's ECAPA, C=256, 2-s crops, AdamW at batch 32) at the setting's
+    peak LR.
+
+    >>> teacher_recipe(BASE)
+    ['--preset', 'demo-teacher', '--lr', '0.003']
+    """
+    return ["--preset", "demo-teacher", "--lr", _g(settings["teacher.lr"])]
+
+
 TUNING = load_tuning()
 RECIPES = recipes(TUNING.settings)
+TEACHER_RECIPE = teacher_recipe(TUNING.settings)
 # the demo's and the tuning grid's losses, under the settings chosen on dev
 TUNED_LOSSES = losses(TUNING.settings)
 
@@ -298,6 +308,15 @@ def student_argv(cache: Path, data: list[str], arch: str, loss: str, epochs: int
     return ["-m", "stage2_student.train", "--cache", str(cache), *data, *recipe.argv(),
             *loss_argv, *recipe.length_argv(epochs), "--seed", str(seed), "--workers", "0",
             "--out", str(out)]
+
+
+def teacher_argv(data: list[str], settings: dict[str, Any], epochs: int, seed: int,
+                 out: Path) -> list[str]:
+    """The ``stage1_teacher.train`` command of one teacher of the tuning grid under
+    ``settings`` (one thread, no loader worker, no evaluation: the grid scores dev after)."""
+    return ["-m", "stage1_teacher.train", *teacher_recipe(settings), *data,
+            "--epochs", str(epochs), "--eval-every", "0", "--workers", "0",
+            "--seed", str(seed), "--out", str(out)]
 
 
 def describe() -> str:

@@ -28,6 +28,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -77,26 +78,28 @@ def demo_inputs(demo: Path, quick: bool) -> Inputs:
                                f"({toy / 'dev'}); rerun the demo into a new folder "
                                "(speaker.toy writes dev/) or leave --from-demo out")
     spec = StoreReader.open(cache).spec
-    settings = demo / "demo.json"
-    epochs = dict(json.loads(settings.read_text())["student_epochs"] if settings.exists()
-                  else SIZES["full"].student_epochs)
+    saved = json.loads((demo / "demo.json").read_text()) if (demo / "demo.json").exists() \
+        else asdict(SIZES["full"])
+    epochs = {**dict(saved["student_epochs"]), "teacher": saved["teacher_epochs"]}
+    utterances = sum(1 for line in (toy / "train" / "manifest.jsonl").open() if line.strip())
     return Inputs(toy, cache, len(StoreReader.open(cache)), spec.crop_samples / spec.sample_rate,
-                  {a: 1 for a in epochs} if quick else epochs)
+                  {a: 1 for a in epochs} if quick else epochs, utterances)
 
 
 def planned_inputs(out: Path, quick: bool) -> Inputs:
     """The inputs OUT/inputs will hold once built the demo's way (their sizes before)."""
     size = SIZES["quick" if quick else "full"]
     rows = size.speakers * size.utts_per_speaker * size.views
-    epochs = {a: 1 for a, _ in size.student_epochs} if quick else dict(size.student_epochs)
+    epochs = {**dict(size.student_epochs), "teacher": size.teacher_epochs}
+    utterances = size.speakers * size.utts_per_speaker
     return Inputs(out / "inputs" / "toy", out / "inputs" / "logits.zarr", rows,
-                  size.crop_seconds, epochs)
+                  size.crop_seconds, {a: 1 for a in epochs} if quick else epochs, utterances)
 
 
 def print_plan(grid: tuple[Setting, ...], all_runs: list[Run], layout: Layout, lanes: int,
                inputs: Inputs, build: bool) -> float:
-    """Runs per setting and the estimated minutes left (students on ``lanes`` lanes, one
-    evaluation pass); -> the minutes."""
+    """Runs per setting and the estimated minutes left (students on ``lanes`` lanes, teachers
+    alone, one evaluation pass); -> the minutes."""
     left = {r.name for r in todo(all_runs, layout)}
     by_name = {r.name: r for r in all_runs}
     click.echo(f"{'setting':<40}{'values':>7}{'seeds':>6}{'runs':>6}{'left':>6}")
@@ -104,7 +107,7 @@ def print_plan(grid: tuple[Setting, ...], all_runs: list[Run], layout: Layout, l
         names = {run_name(cell_name(s, v), seed) for v in s.values for seed in SEEDS}
         click.echo(f"{s.name:<40}{len(s.values):>7}{len(SEEDS):>6}{len(names):>6}"
                    f"{len(names & left):>6}")
-    train = sum(by_name[n].est_s for n in left) / lanes
+    train = sum(by_name[n].est_s / (1 if by_name[n].heavy else lanes) for n in left)
     utts = dev_utterances(inputs.toy) or 320  # the full demo corpus: 40 dev speakers x 8
     evaluate = EVAL_START_S + EVAL_MODEL_UTT_S * utts * len(left) if left else 0.0
     minutes = (train + evaluate + (INPUTS_S if build else 0.0)) / 60

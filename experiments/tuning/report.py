@@ -95,7 +95,7 @@ def tuning_page(saved: dict[str, Any], command: str) -> str:
         f"{saved['seeds']} seeds per cell (paired: seed i of every cell shares initialisation "
         "and data order).",
         f"- Inputs: the demo's corpus, teacher and cache ({inputs['rows']:,} cached rows, "
-        f"{inputs['crop_seconds']:g}-s crops); students trained for "
+        f"{inputs['crop_seconds']:g}-s crops); trained for "
         + ", ".join(f"{a} {e}" for a, e in inputs["epochs"].items()) + " epochs.",
         f"- Scored on the **dev** split only ({inputs['dev_trials']:,} trials, "
         f"{inputs['dev_speakers']} speakers of their own): every evaluation is "
@@ -103,7 +103,9 @@ def tuning_page(saved: dict[str, Any], command: str) -> str:
         "test split. The test trials are not scored by the tuning.",
         "- One setting at a time is varied around the values before tuning "
         "(`experiments.recipes.BASE`); optimizer settings (LR, batch) are tuned with CE alone, "
-        "the KD warm-up and each loss's options with that loss.",
+        "the KD warm-up and each loss's options with that loss. The teacher's LR is chosen by "
+        "the teacher's own dev EER (each candidate teacher trained from scratch); the "
+        "students' cells learn from the demo's teacher.",
         f"- Rule: {saved['rule']}.",
         "",
         "## Chosen",
