@@ -53,7 +53,7 @@ import click
 
 from experiments.evaluation import N_BOOT
 from experiments.paths import DOCS, ROOT
-from experiments.recipes import CHOSEN, RECIPES, kd_control, loss_flags
+from experiments.recipes import CHOSEN, RECIPES, TEACHER_RECIPE, kd_control, loss_flags
 from experiments.report import write_report
 from experiments.results.experiment import Experiment, SessionRecord
 from experiments.results.plan import COST, SHORT, SIZES, Options, Plan, student_losses
@@ -154,6 +154,7 @@ def main(out: Path, results_dir: Path | None, report: Path | None, data: Path | 
     dkd = CHOSEN["dkd"]
     settings = {"size": "quick" if quick else "full", **asdict(size),
                 "data": str(data) if data else "synthetic (speaker.toy)", "lanes": lanes,
+                "teacher": TEACHER_RECIPE,
                 "students": {a: asdict(r) for a, r in RECIPES.items()}, "losses": loss_flags(),
                 "student_losses": student_losses(), "short": SHORT,
                 "chosen": {role: c and asdict(c) for role, c in CHOSEN.items()},
