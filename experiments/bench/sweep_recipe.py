@@ -2,7 +2,8 @@
 
 Trains one architecture alone (AAM cross-entropy, no teacher: what
 ``python -m stage1_teacher.train`` runs) on one corpus with each recipe below, evaluates
-on the corpus's trial list every ``--eval-every`` epochs, and writes the table to
+on the corpus's **dev** trials every ``--eval-every`` epochs (a sweep chooses settings, so it
+never scores the test trials; a corpus without ``dev/`` is refused), and writes the table to
 docs/recipe_sweep.md. Recipes differ only in the schedule (optimizer, LR, warm-up,
 margin ramp), so the table shows what the schedule alone does on a run of a few
 hundred steps -- the regime of the demo and the tests, far from wespeaker's 150 epochs.
@@ -82,7 +83,7 @@ def write_markdown(path: Path, results: dict[str, dict], schedules: dict[str, Sc
         f"scale 32, margin 0.2), {settings['epochs']} epochs x {settings['steps']} steps of "
         f"{settings['batch_size']} {settings['crop_seconds']} s crops, augmentation "
         f"probability {settings['aug_prob']}.",
-        f"- Corpus: {settings['corpus']}; EER on its trial list (cosine, full utterances).",
+        f"- Corpus: {settings['corpus']}; EER on its dev trials (cosine, full utterances).",
         "",
         "| recipe | optimizer | lr -> final | weight decay | "
         + " | ".join(f"EER @{e}" for e in evals) + " | minutes |",
@@ -141,6 +142,9 @@ def main(corpus: Path | None, speakers: int, utts_per_speaker: int, test_speaker
         else:
             corpus_desc = str(corpus)
         data = DataPaths(data=corpus)
+        if not data.has_dev:
+            raise click.UsageError(f"--corpus {corpus}: no dev/ split (dev/manifest.jsonl); "
+                                   "the sweep scores dev trials, never test ones")
         base = TeacherConfig(arch=arch, arch_kwargs=parse_options(arch_opt), epochs=epochs,
                              batch_size=batch_size, crop_seconds=2.0, views_per_utt=1,
                              schedule=Schedule(), augment=AugmentConfig(aug_prob=0.6),
