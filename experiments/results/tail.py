@@ -1,7 +1,7 @@
 """Section 7 of ``make results``: does a sampled tail close the gap between a top-32 cache and
-online full logits? x-vector students at the DKD setting chosen on dev (``recipes.CHOSEN``;
-beta 8, T 4, tagged ``dkd-b8t4``, until dev tuning has picked one) from three teacher signals,
-``SEEDS`` seeds each (``LOSS`` is that setting's tag):
+online full logits? x-vector students at the DKD setting chosen on dev (``recipes.CHOSEN``,
+e.g. beta 8, T 4, tagged ``dkd-b8t4``) from three teacher signals, ``SEEDS`` seeds each
+(``LOSS`` is that setting's tag):
 
 - top-32, exact tail bucket: section 1's ``xv-{LOSS}-s{seed}`` (the main cache, k' = 32);
 - top-32 + a sampled tail: ``xv-{LOSS}-tail-s{seed}`` (``--tail sampled``) from
