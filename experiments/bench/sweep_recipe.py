@@ -105,7 +105,7 @@ def write_markdown(path: Path, results: dict[str, dict], schedules: dict[str, Sc
     write_atomic(path, lines)
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Prepared data root (default: synthesise the demo corpus).")
 @click.option("--speakers", type=click.IntRange(min=2), default=200, show_default=True)

@@ -13,7 +13,7 @@ Example::
 
     >>> names = sorted({cell_name(s, v) for s in FULL for v in s.values})
     >>> len(names), "xvector-ce-base" in names, "xvector-dkd-beta8-T4" in names
-    (26, True, True)
+    (29, True, True)
 """
 
 from __future__ import annotations
