@@ -4,8 +4,8 @@ definition for both).
 
 Each model is trained for a few hundred steps on 2 CPU cores, so each recipe is one that
 learns there, not wespeaker's 150-epoch one. The tunable settings (:data:`BASE`: the
-teacher's and the students' learning rates, batch sizes and KD warm-up shares; DKD's beta and T; TRKD's
-lambda_F and tau; dual-group softening) are read from ``docs/tuning.json``, where
+teacher's and the students' learning rates, the students' batch sizes and KD warm-up shares;
+DKD's beta and T; TRKD's lambda_F and tau; dual-group softening) are read from ``docs/tuning.json``, where
 ``scripts/tune.py`` (:mod:`experiments.tuning`) writes the values it chose on the **dev
 split** (lowest mean dev EER over seeds; ties go to the paper's or trainer's default);
 ``docs/tuning.md`` has its tables. Without that file the settings are :data:`BASE`, the
@@ -80,7 +80,10 @@ class StudentRecipe:
 # from the demo's logs of 2026-12-02 (5-7 s per student)
 RUN_START_S = 6.0
 
-
+# Wall seconds of a teacher per training utterance and epoch on 2 cores (it runs alone: a 2-s
+# crop rendered, forward, backward; the tuning grid's demo teachers, 216 s over 5 epochs of
+# 1,600 utterances, 2026-12-07)
+TEACHER_UTT_S = 0.027
 
 # The tunable settings and their values before tuning on dev: the centre of the tuning grid
 # (experiments.tuning varies one setting at a time around them) and the fallback when
@@ -310,13 +313,16 @@ def student_argv(cache: Path, data: list[str], arch: str, loss: str, epochs: int
             "--out", str(out)]
 
 
-def teacher_argv(data: list[str], settings: dict[str, Any], epochs: int, seed: int,
-                 out: Path) -> list[str]:
-    """The ``stage1_teacher.train`` command of one teacher of the tuning grid under
-    ``settings`` (one thread, no loader worker, no evaluation: the grid scores dev after)."""
-    return ["-m", "stage1_teacher.train", *teacher_recipe(settings), *data,
+def teacher_argv(data: list[str], epochs: int, out: Path, seed: int | None = None,
+                 settings: dict[str, Any] | None = None) -> list[str]:
+    """The ``stage1_teacher.train`` command of a teacher of ``make results`` or the tuning
+    grid (``settings``: other values than :data:`TUNING`'s; ``seed``: the trainer's default
+    when None). No evaluation (the models are scored together afterwards) and no loader
+    worker: the model gets both cores (50 s per demo epoch against 70 s)."""
+    return ["-m", "stage1_teacher.train",
+            *(TEACHER_RECIPE if settings is None else teacher_recipe(settings)), *data,
             "--epochs", str(epochs), "--eval-every", "0", "--workers", "0",
-            "--seed", str(seed), "--out", str(out)]
+            *([] if seed is None else ["--seed", str(seed)]), "--out", str(out)]
 
 
 def describe() -> str:

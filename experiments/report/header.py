@@ -98,7 +98,7 @@ def seed_spread_note(res: dict[str, dict | None]) -> str:
 
         >>> seed_spread_note({"a-s0": {"kind": "student", "eer": 0.10},
         ...                   "a-s1": {"kind": "student", "eer": 0.12}})
-        'measured here: median seed std 1.41 points over 1 recipes'
+        'measured here: median seed std 1.41 points over 1 recipe'
     """
     by_recipe: dict[str, list[float]] = {}
     for name, r in res.items():
@@ -109,7 +109,7 @@ def seed_spread_note(res: dict[str, dict | None]) -> str:
     if not stds:
         return "no recipe has two seeds yet"
     return (f"measured here: median seed std {statistics.median(stds):.2f} points over "
-            f"{len(stds)} recipes")
+            f"{len(stds)} recipe" + "s" * (len(stds) != 1))
 
 
 SATURATED_DCF = 0.95  # above this minDCF is near 1, the cost of rejecting every trial

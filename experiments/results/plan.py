@@ -18,9 +18,10 @@ from experiments.recipes import (
     CHOSEN,
     RECIPES,
     RUN_START_S,
-    TEACHER_RECIPE,
+    TEACHER_UTT_S,
     kd_control,
     loss_flags,
+    teacher_argv,
     training_data_argv,
 )
 from experiments.results import tail
@@ -81,7 +82,7 @@ def student_losses() -> dict[str, list[str]]:
 # each pass over the test set shared by the models evaluated together (about 15 passes), and
 # per test-audio second the model's 1,000 speaker-bootstrap EERs (~2 s per model at 160
 # test speakers).
-COST = {"teacher_crop": 0.027, "teacher_forward": 0.0075, "replay": 0.004,
+COST = {"teacher_crop": TEACHER_UTT_S, "teacher_forward": 0.0075, "replay": 0.004,
         "start": RUN_START_S, "corpus_utt": 0.03,
         "eval_xvector": 0.001, "eval_resnet34": 0.007, "eval_campp": 0.004,
         "eval_teacher": 0.004, "eval_fbank": 0.004, "eval_passes": 15,
@@ -168,11 +169,8 @@ class Plan:
     def teacher(self, name: str, epochs: int, train: Path, deps: tuple[str, ...], share: float,
                 section: list[int]) -> Run:
         crops = epochs * self.utterances * share
-        return self.add(Run(name, "teacher", [
-            "-m", "stage1_teacher.train", *TEACHER_RECIPE, *self.train_data(train),
-            # no loader worker: the model gets both cores (50 s per demo epoch against 70 s)
-            "--epochs", str(epochs), "--eval-every", "0", "--workers", "0",
-            "--out", str(self.work(name))], deps,
+        return self.add(Run(
+            name, "teacher", teacher_argv(self.train_data(train), epochs, self.work(name)), deps,
             est_s=COST["start"] + crops * COST["teacher_crop"]
             + self.test_seconds * (COST["eval_teacher"] + COST["eval_boot"]),
             meta={"section": section, "epochs": epochs, "train_share": share}))

@@ -25,6 +25,7 @@ from typing import Any
 from experiments.recipes import (
     BASE,
     RUN_START_S,
+    TEACHER_UTT_S,
     recipes,
     student_argv,
     teacher_argv,
@@ -142,11 +143,6 @@ class Inputs:
     utterances: int
 
 
-# Wall seconds of a teacher per training utterance and epoch on the 2 cores (it runs alone: a
-# 2-s crop rendered, forward, backward; this grid's teachers: 216 s over 5 epochs of 1,600
-# utterances, 2026-12-07)
-TEACHER_UTT_EPOCH_S = 0.027
-
 
 def runs(grid: tuple[Setting, ...], inputs: Inputs, work: Path,
          seeds: tuple[int, ...] = SEEDS) -> list[Run]:
@@ -164,10 +160,10 @@ def runs(grid: tuple[Setting, ...], inputs: Inputs, work: Path,
                 meta = {"arch": setting.arch, "loss": setting.loss, "seed": seed,
                         "cell": cell, "epochs": epochs}
                 if setting.arch == "teacher":
-                    run = Run(name, "teacher", teacher_argv(data, settings, epochs, seed,
-                                                            work / name),
-                              est_s=RUN_START_S + epochs * inputs.utterances
-                              * TEACHER_UTT_EPOCH_S, meta=meta)
+                    run = Run(name, "teacher",
+                              teacher_argv(data, epochs, work / name, seed, settings),
+                              est_s=RUN_START_S + epochs * inputs.utterances * TEACHER_UTT_S,
+                              meta=meta)
                 else:
                     recipe = recipes(settings)[setting.arch]
                     run = Run(name, "student",
