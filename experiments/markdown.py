@@ -40,8 +40,11 @@ def portable(text: str, base: Path | None = None) -> str:
 def write_atomic(path: Path, lines: list[str], summary: dict | None = None) -> None:
     """Write ``lines`` to ``path`` (a Markdown report) atomically, closed by ``summary`` as
     the JSON line the command prints last, when given; absolute paths are made
-    :func:`portable`."""
+    :func:`portable`.
+
+    The summary is an indented code block, not a fenced one, so that it is the file's last
+    line and ``json.loads(page.read_text().splitlines()[-1])`` reads it back."""
     if summary is not None:
-        lines = [*lines, "## Summary (the script's last line)", "", "```json",
-                 json.dumps(summary), "```", ""]
+        lines = [*lines, "## Summary (the script's last line)", "",
+                 "    " + json.dumps(summary), ""]
     atomic_write_text(path, portable("\n".join(lines), Path(os.getcwd())))
