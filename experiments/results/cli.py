@@ -15,7 +15,9 @@ per folder, and rebuilds docs/RESULTS.md and its plots from the runs' results:
 4. views per utterance: the cache's size and dump time against E (section 2's caches);
 5. teacher confidence (cache statistics; a less-trained teacher);
 6. costs: a dump plus N cached students against N online ones, measured here; a projection
-   to a WavLM-Large-sized teacher.
+   to a WavLM-Large-sized teacher;
+7. a sampled tail: x-vector students at the chosen DKD setting from a top-32 cache, from
+   top-32 + 32 tail draws (``--tail sampled``) and from online full logits.
 
 Every difference is a hierarchical bootstrap over training seeds and test speakers
 (``speaker.evaluation.compare``), every model scored on the same 1,000 speaker replicates.
