@@ -26,18 +26,19 @@ def write(page: Report) -> None:
              "[sampled_tail.md](sampled_tail.md)), and the live teacher's full "
              "logits. Differences and verdicts as in every section (header), with the "
              f"±{MARGIN}-point margin.", "",
-             "| teacher signal | seeds | EER (%) | EER − online (points) [95 %] | verdict |",
-             "|---|---|---|---|---|")
+             "| teacher signal | seeds | EER (%) | EER − online (points) [95 %] | 90 % interval "
+             "| verdict |", "|---|---|---|---|---|---|")
     exact, sampled, online = (page.r.seeds(pattern) for _, pattern in SIGNALS)
     for (label, _), rs in zip(SIGNALS, (exact, sampled, online)):
         if not rs:
-            page.add(f"| {label} | 0 | not run | | |")
+            page.add(f"| {label} | 0 | not run | | | |")
         elif rs is online:
-            page.add(f"| {label} | {len(rs)} | {fmt_ms([r['eer'] for r in rs])} | | |")
+            page.add(f"| {label} | {len(rs)} | {fmt_ms([r['eer'] for r in rs])} | | | |")
         else:
             d = compare(rs, online)
+            ninety = f"[{d.lo90:+.2f}, {d.hi90:+.2f}]" if d else ""
             page.add(f"| {label} | {len(rs)} | {fmt_ms([r['eer'] for r in rs])} | "
-                     f"{fmt_diff(d)} | {judge(d, label, 'online')} |")
+                     f"{fmt_diff(d)} | {ninety} | {judge(d, label, 'online')} |")
     d = compare(sampled, exact)
     page.add("", f"- sampled tail − exact bucket: {fmt_diff(d, ' points')}: "
              f"{judge(d, 'sampled tail', 'exact bucket')}.", "")
