@@ -18,6 +18,10 @@ Verdicts (:func:`verdict`), one rule everywhere:
   90 % interval lies inside ``(-delta, +delta)`` (TOST), and the 95 % interval includes 0;
 - ``"within noise"`` (no margin given) or ``"not shown equivalent"``: neither.
 
+One-sided, for "does A cost accuracy against B?" (lower is better, as for EER):
+:func:`not_worse` holds when the test at 5 % shows A - B below ``+delta``, i.e. the 90 %
+interval's upper end lies below the margin (non-inferiority; A may still be better by more).
+
 Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -37,7 +41,7 @@ from numpy.typing import ArrayLike
 
 from store.errors import UserError
 
-__all__ = ["Difference", "hierarchical_difference", "verdict"]
+__all__ = ["Difference", "hierarchical_difference", "not_worse", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +124,14 @@ def verdict(d: Difference, margin: float | None = None) -> str:
     if -margin < d.lo90 and d.hi90 < margin:
         return "equivalent"
     return "not shown equivalent"
+
+
+def not_worse(d: Difference, margin: float) -> bool:
+    """A is shown not worse than B by more than ``margin`` (one-sided test at 5 %: the 90 %
+    interval's upper end lies below ``+margin``; lower is better).
+
+    Example:
+        >>> not_worse(Difference(-0.4, -1.0, 0.1, -0.9, -0.02, (3, 3), True), 0.5)
+        True
+    """
+    return d.hi90 < margin

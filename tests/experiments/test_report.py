@@ -118,6 +118,9 @@ def test_report_verdicts_and_summary_keys_on_synthetic_results(tmp_path: Path):
     summary, text = _report(tmp_path)
     assert summary["cached_online_fresh_verdict"] == "equivalent"
     assert summary["cached_minus_online_fresh_eer"] == pytest.approx(-1.0, abs=1.01)
+    assert summary["cached_not_worse_than_online_fresh"] is True
+    cells = len(SIZES["quick"].views_grid) * len(SIZES["quick"].length_factors)
+    assert f"cached shown not worse by 0.5 points in {cells} of {cells} cells" in text
     assert summary["equivalence_margin_eer"] == MARGIN
     assert set(summary["dkd_minus_kdw3_eer"]) == {"xvector", "resnet34", "campp"}
     assert summary["dkd_minus_kdw3_eer"]["xvector"] == pytest.approx(-1.0)
@@ -153,6 +156,7 @@ def test_report_only_writes_not_run_for_missing_runs(tmp_path: Path):
     summary, text = _report(tmp_path, skip)
     assert summary["cached_minus_online_fresh_eer"] is None
     assert summary["cached_online_fresh_verdict"] == "not run"
+    assert summary["cached_not_worse_than_online_fresh"] is None
     assert summary["projected_dump_plus_3_over_3_online_wavlm_large"] is None
     assert summary["dump_plus_3_over_3_online_measured"] is not None  # measured without it
     assert "Not run yet (needs `costs`)" in text and "Teacher: EER nan % (not run)" in text

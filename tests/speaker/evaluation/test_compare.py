@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speaker.evaluation.compare import Difference, hierarchical_difference, verdict
+from speaker.evaluation.compare import Difference, hierarchical_difference, not_worse, verdict
 from store.errors import UserError
 
 
@@ -65,6 +65,14 @@ def test_seed_variance_widens_the_interval():
 ])
 def test_verdict_rule(lo, lo90, hi90, hi, margin, expected):
     assert verdict(Difference(0.0, lo, hi, lo90, hi90, (3, 3), True), margin) == expected
+
+
+@pytest.mark.parametrize("hi90, expected", [(0.49, True), (-0.9, True), (0.5, False),
+                                             (0.51, False)])
+def test_not_worse_is_the_one_sided_upper_bound_below_the_margin(hi90, expected):
+    # the lower end does not matter: a system better by more than the margin is not worse
+    assert not_worse(Difference(-2.0, -3.0, hi90 + 0.1, -2.9, hi90, (3, 3), True), 0.5) \
+        == expected
 
 
 def test_bad_shapes_are_one_line():
