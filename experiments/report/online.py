@@ -5,7 +5,6 @@ run as the control of the cache's top-k truncation."""
 from __future__ import annotations
 
 from experiments.report.page import Report
-from speaker.evaluation.compare import not_worse
 from experiments.report.stats import (
     MARGIN,
     compare,
@@ -15,6 +14,7 @@ from experiments.report.stats import (
     mean_std,
     rounded,
 )
+from speaker.evaluation.compare import not_worse
 
 RESUMED = " (resumed after a kill: its last attempt's epochs)"
 

@@ -29,10 +29,11 @@ def write(page: Report) -> None:
              "| teacher signal | seeds | EER (%) | EER − online (points) [95 %] | 90 % interval "
              "| verdict |", "|---|---|---|---|---|---|")
     exact, sampled, online = (page.r.seeds(pattern) for _, pattern in SIGNALS)
-    for (label, _), rs in zip(SIGNALS, (exact, sampled, online)):
+    for (label, _), rs, reference in zip(SIGNALS, (exact, sampled, online), (False, False, True),
+                                         strict=True):
         if not rs:
             page.add(f"| {label} | 0 | not run | | | |")
-        elif rs is online:
+        elif reference:
             page.add(f"| {label} | {len(rs)} | {fmt_ms([r['eer'] for r in rs])} | | | |")
         else:
             d = compare(rs, online)
