@@ -5,10 +5,10 @@ definition for both).
 Each model is trained for a few hundred steps on 2 CPU cores, so each recipe is one that
 learns there, not wespeaker's 150-epoch one. The tunable settings (:data:`BASE`: the
 teacher's and the students' learning rates, the students' batch sizes and KD warm-up shares;
-DKD's beta and T; TRKD's lambda_F and tau; dual-group softening) are read from ``docs/tuning.json``, where
-``scripts/tune.py`` (:mod:`experiments.tuning`) writes the values it chose on the **dev
-split** (lowest mean dev EER over seeds; ties go to the paper's or trainer's default);
-``docs/tuning.md`` has its tables. Without that file the settings are :data:`BASE`, the
+DKD's beta and T; TRKD's lambda_F and tau; dual-group softening) are read from
+``docs/tuning.json``, where ``scripts/tune.py`` (:mod:`experiments.tuning`) writes the values
+it chose on the **dev split** (lowest mean dev EER over seeds; ties go to the paper's or
+trainer's default); ``docs/tuning.md`` has its tables. Without that file the settings are :data:`BASE`, the
 values used before tuning on dev existed (not tuned: docs/recipe_history.md is their
 history, superseded); :data:`TUNING` says which applies, and the demo's page repeats it.
 

@@ -92,6 +92,12 @@ def fmt_diff(d: Difference | None, unit: str = "") -> str:
     return f"{d.diff:+.2f}{unit} [{d.lo:+.2f}, {d.hi:+.2f}]"
 
 
+def fmt_tost(d: Difference | None) -> str:
+    """``[lo, hi]``: the 90 % interval the equivalence and not-worse tests read ("" without a
+    difference)."""
+    return "" if d is None else f"[{d.lo90:+.2f}, {d.hi90:+.2f}]"
+
+
 def claim(what: str, d: Difference | None, a: str, b: str) -> str:
     """One verdict line: '- WHAT: +d points [lo, hi]: verdict.'"""
     if d is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from experiments.recipes import CHOSEN
 from experiments.report.page import Report
-from experiments.report.stats import MARGIN, compare, fmt_diff, fmt_ms, judge, rounded
+from experiments.report.stats import MARGIN, compare, fmt_diff, fmt_ms, fmt_tost, judge, rounded
 from experiments.results.tail import LOSS, SEEDS, TAIL_DRAWS, TOPK
 
 SIGNALS = ((f"top-{TOPK} (exact tail bucket)", f"xv-{LOSS}-s{{seed}}"),
@@ -37,9 +37,8 @@ def write(page: Report) -> None:
             page.add(f"| {label} | {len(rs)} | {fmt_ms([r['eer'] for r in rs])} | | | |")
         else:
             d = compare(rs, online)
-            ninety = f"[{d.lo90:+.2f}, {d.hi90:+.2f}]" if d else ""
             page.add(f"| {label} | {len(rs)} | {fmt_ms([r['eer'] for r in rs])} | "
-                     f"{fmt_diff(d)} | {ninety} | {judge(d, label, 'online')} |")
+                     f"{fmt_diff(d)} | {fmt_tost(d)} | {judge(d, label, 'online')} |")
     d = compare(sampled, exact)
     page.add("", f"- sampled tail − exact bucket: {fmt_diff(d, ' points')}: "
              f"{judge(d, 'sampled tail', 'exact bucket')}.", "")

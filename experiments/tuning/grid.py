@@ -143,7 +143,6 @@ class Inputs:
     utterances: int
 
 
-
 def runs(grid: tuple[Setting, ...], inputs: Inputs, work: Path,
          seeds: tuple[int, ...] = SEEDS) -> list[Run]:
     """One run per cell and seed (shared cells once), longest first (lanes end together);
